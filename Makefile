@@ -1,0 +1,50 @@
+# One-command entry points; each sets up what it needs first (idempotent, fast when already done).
+#   make run    synthesize every environment and validate it (Terraform, asl-validator, statelint)
+#   make test   the whole test suite (what CI runs)
+SHELL := /bin/bash
+export PIPENV_VENV_IN_PROJECT := 1
+export PIPENV_NOSPIN := 1
+export PIPENV_YES := 1
+PIPENV_VERSION := 2026.10.3
+PYTHON_VERSION := 3.13
+PIPENV := python3 -m pipenv
+CHECKOV := .tools/checkov/bin/checkov
+
+.PHONY: setup python-env node-env tools run synth validate test bench clean
+
+setup: python-env node-env tools
+
+python-env: .venv/.synced
+.venv/.synced: Pipfile.lock
+	python3 -m pip install --quiet --disable-pip-version-check "pipenv==$(PIPENV_VERSION)"
+	$(PIPENV) sync --dev --python $(PYTHON_VERSION)
+	touch $@
+
+node-env: node_modules/.synced
+node_modules/.synced: package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+# Scanners live in their own virtualenv: checkov pins boto3 to a version that conflicts with the app's.
+tools: $(CHECKOV)
+$(CHECKOV): tools/checkov-requirements.txt .venv/.synced
+	.venv/bin/python -m venv --clear .tools/checkov
+	.tools/checkov/bin/pip install --quiet --disable-pip-version-check -r tools/checkov-requirements.txt
+	touch $@
+
+synth: python-env
+	$(PIPENV) run python main.py
+
+validate: synth
+	$(PIPENV) run python -m tools.validate cdktf.out
+
+run: setup validate
+
+test: setup
+	$(PIPENV) run pytest -n 2 $(PYTEST_ARGS)
+
+bench: python-env
+	$(PIPENV) run python bench/synth_speed.py
+
+clean:
+	rm -rf cdktf.out .build .pytest_cache

@@ -1,0 +1,1 @@
+"""Construct modules of the stepfuncproject CDKTF app: one concern per module, composed in stack.py."""

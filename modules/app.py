@@ -1,0 +1,35 @@
+"""Build and synthesize the app: one stack per environment, plus each stack's ASL definition for review."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cdktf import App
+
+from modules.settings import Settings
+from modules.stack import PipelineStack
+
+DEFINITION_FILE = "state-machine.asl.json"
+
+
+def synthesize(settings: list[Settings], outdir: Path, backend: dict[str, Any] | None) -> list[Path]:
+    """Synthesize into outdir; returns each stack's folder (cdk.tf.json and state-machine.asl.json)."""
+    app = App(outdir=str(outdir))
+    stacks = [PipelineStack(app, environment, backend) for environment in settings]
+    app.synth()
+    folders = [outdir / "stacks" / stack.settings.stack_name for stack in stacks]
+    for folder in folders:
+        write_review_definition(folder)
+    return folders
+
+
+def write_review_definition(stack_folder: Path) -> Path:
+    """The state machine definition exactly as synthesized (function ARNs as Terraform references)."""
+    document = json.loads((stack_folder / "cdk.tf.json").read_text(encoding="utf-8"))
+    machines = document["resource"]["aws_sfn_state_machine"]
+    (definition,) = (machine["definition"] for machine in machines.values())
+    target = stack_folder / DEFINITION_FILE
+    target.write_text(json.dumps(json.loads(definition), indent=2) + "\n", encoding="utf-8")
+    return target

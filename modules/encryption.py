@@ -1,0 +1,47 @@
+"""One customer-managed KMS key per environment for data at rest: database, secrets, logs, function settings."""
+
+from __future__ import annotations
+
+import json
+
+from cdktf_cdktf_provider_aws.kms_alias import KmsAlias
+from cdktf_cdktf_provider_aws.kms_key import KmsKey
+from constructs import Construct
+
+from modules.settings import Settings
+
+
+class Encryption(Construct):
+    """The key's policy delegates to IAM in this account (so role policies decide who may use it) and
+    lets CloudWatch Logs encrypt only this account's log groups in this region."""
+
+    def __init__(self, scope: Construct, id_: str, settings: Settings, account_id: str, partition: str) -> None:
+        super().__init__(scope, id_)
+        region = settings.region
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "AccountAdministersKeyThroughIam",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
+                    "Action": "kms:*",
+                    "Resource": "*",
+                },
+                {
+                    "Sid": "CloudWatchLogsEncryptsThisAccountsLogGroups",
+                    "Effect": "Allow",
+                    "Principal": {"Service": f"logs.{region}.amazonaws.com"},
+                    "Action": ["kms:Decrypt*", "kms:Describe*", "kms:Encrypt*", "kms:GenerateDataKey*",
+                               "kms:ReEncrypt*"],
+                    "Resource": "*",
+                    "Condition": {"ArnLike": {
+                        "kms:EncryptionContext:aws:logs:arn": f"arn:{partition}:logs:{region}:{account_id}:log-group:*"}},
+                },
+            ],
+        }
+        self.key = KmsKey(
+            self, "key", description=f"{settings.name_prefix} data at rest", enable_key_rotation=True,
+            deletion_window_in_days=30, policy=json.dumps(policy))
+        KmsAlias(self, "alias", name=f"alias/{settings.name_prefix}", target_key_id=self.key.key_id)
+        self.key_arn = self.key.arn

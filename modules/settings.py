@@ -1,0 +1,276 @@
+"""Typed deployment settings: embedded defaults plus per-environment overrides from one reviewed file.
+
+Everything the stack needs is validated here, before any construct exists, so a bad value stops the
+synth with the field and the rule named and nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ROOT = Path(__file__).resolve().parent.parent
+ENVIRONMENTS_FILE = ROOT / "config" / "environments.json"
+
+VPC_ID = r"^vpc-(?:[0-9a-f]{8}|[0-9a-f]{17})$"
+SUBNET_ID = r"^subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})$"
+SECRET_ARN = r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$"
+# CloudWatch Logs accepts only these retention periods (days).
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
+                      2557, 2922, 3288, 3653)
+
+SubnetId = Annotated[str, Field(pattern=SUBNET_ID)]
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be synthesized; the message names each field and rule."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class NetworkSettings(_Strict):
+    vpc_id: str = Field("vpc-0e01c3c7ae69fd92b", pattern=VPC_ID)
+    private_subnet_ids: tuple[SubnetId, ...] = ("subnet-0e2842b86fa358d19", "subnet-0ff5a9d643e0b97c8")
+    # Where the functions may open HTTPS (PagerDuty, AWS APIs through NAT). Narrow it when the
+    # subnets reach AWS through VPC endpoints and PagerDuty through a proxy.
+    https_egress_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
+
+    @field_validator("private_subnet_ids")
+    @classmethod
+    def _two_distinct_subnets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(value) < 2:
+            raise ValueError(f"at least two private subnets (in two availability zones) are required, got {len(value)}")
+        if len(set(value)) != len(value):
+            raise ValueError("subnet IDs must be distinct")
+        return value
+
+    @field_validator("https_egress_cidrs")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one CIDR is required (the functions must reach PagerDuty and AWS APIs)")
+        for cidr in value:
+            if not re.fullmatch(r"(\d{1,3}\.){3}\d{1,3}/\d{1,2}", cidr):
+                raise ValueError(f"{cidr!r} is not an IPv4 CIDR such as 10.0.0.0/16")
+        return value
+
+
+class DatabaseSettings(_Strict):
+    engine_version: str = Field("17.5", pattern=r"^17\.\d+$")
+    instance_class: str = Field("db.t4g.micro", pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")
+    allocated_storage_gb: int = Field(20, ge=20, le=65536)
+    max_allocated_storage_gb: int = Field(30, ge=20, le=65536)
+    storage_type: Literal["gp3", "gp2", "io1", "io2"] = "gp3"
+    database_name: str = Field("postgres_db_stepfuncproject", pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    master_username: str = Field("pipeline_admin", pattern=r"^[a-z][a-z0-9_]{0,15}$")
+    port: int = Field(5432, ge=1150, le=65535)
+    multi_az: bool = False
+    backup_retention_days: int = Field(7, ge=7, le=35)
+    performance_insights_retention_days: int = 7
+    deletion_protection: bool = True
+    final_snapshot: bool = True
+    log_exports: tuple[Literal["postgresql", "upgrade", "iam-db-auth-error"], ...] = ("postgresql", "upgrade")
+    log_min_duration_statement_ms: int = Field(1000, ge=-1)
+    monitoring_interval_seconds: Literal[0, 1, 5, 10, 15, 30, 60] = 60
+
+    @field_validator("master_username")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in {"postgres", "rdsadmin", "admin", "root"}:
+            raise ValueError(f"{value!r} is reserved by RDS PostgreSQL")
+        return value
+
+    @field_validator("performance_insights_retention_days")
+    @classmethod
+    def _pi_retention(cls, value: int) -> int:
+        if value != 7 and (value % 31 or not 31 <= value <= 713) and value != 731:
+            raise ValueError("must be 7, a multiple of 31 up to 713, or 731 days")
+        return value
+
+    @model_validator(mode="after")
+    def _storage_can_grow(self) -> DatabaseSettings:
+        if self.max_allocated_storage_gb < self.allocated_storage_gb:
+            raise ValueError(
+                f"max_allocated_storage_gb ({self.max_allocated_storage_gb}) must be at least "
+                f"allocated_storage_gb ({self.allocated_storage_gb})")
+        return self
+
+
+class FunctionSettings(_Strict):
+    runtime: Literal["python3.13"] = "python3.13"
+    architecture: Literal["arm64", "x86_64"] = "arm64"
+    timeout_seconds: int = Field(600, ge=60, le=900)
+    memory_mb: int = Field(512, ge=128, le=10240)
+    log_level: Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"] = "INFO"
+    reserved_concurrency: int | None = Field(None, ge=1, le=1000)
+
+
+class RetrySettings(_Strict):
+    max_attempts: int = Field(3, ge=0, le=10)
+    interval_seconds: int = Field(1, ge=1, le=300)
+    backoff_rate: float = Field(2.0, ge=1.0, le=10.0)
+    jitter: Literal["FULL", "NONE"] = "FULL"
+
+
+class WorkflowSettings(_Strict):
+    timeout_seconds: int = Field(2700, ge=60, le=31_536_000)
+    log_level: Literal["ALL", "ERROR", "FATAL", "OFF"] = "ERROR"
+    # Step payloads carry run ids, windows and counts (no incident data); the log group is KMS-encrypted.
+    include_execution_data: bool = True
+    retry: RetrySettings = RetrySettings()
+
+
+class ApiSettings(_Strict):
+    # AWS_IAM by default; NONE exposes the endpoint to anyone and must be written out explicitly.
+    authorization: Literal["AWS_IAM", "JWT", "NONE"] = "AWS_IAM"
+    jwt_issuer: str | None = Field(None, pattern=r"^https://[^\s]+$")
+    jwt_audience: tuple[str, ...] = ()
+    throttling_burst_limit: int = Field(10, ge=1, le=5000)
+    throttling_rate_limit: float = Field(5.0, gt=0, le=10000)
+
+    @model_validator(mode="after")
+    def _jwt_complete(self) -> ApiSettings:
+        if self.authorization == "JWT" and (not self.jwt_issuer or not self.jwt_audience):
+            raise ValueError("authorization JWT needs jwt_issuer (an https URL) and at least one jwt_audience")
+        if self.authorization != "JWT" and (self.jwt_issuer or self.jwt_audience):
+            raise ValueError(f"jwt_issuer/jwt_audience are only used with authorization JWT, not {self.authorization}")
+        return self
+
+
+class PagerDutySettings(_Strict):
+    api_url: Literal["https://api.pagerduty.com", "https://api.eu.pagerduty.com"] = "https://api.pagerduty.com"
+    # Reference an existing secret; when unset the stack creates an empty one for the operator to fill.
+    token_secret_arn: str | None = Field(None, pattern=SECRET_ARN)
+
+
+class Settings(_Strict):
+    project: str = Field("stepfuncproject", pattern=r"^[a-z][a-z0-9]{2,23}$")
+    environment: str = Field(pattern=r"^[a-z][a-z0-9]{1,9}$")
+    region: str = Field("eu-west-2", pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+    log_retention_days: int = 365
+    tags: dict[str, str] = {}
+    network: NetworkSettings = NetworkSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    functions: FunctionSettings = FunctionSettings()
+    workflow: WorkflowSettings = WorkflowSettings()
+    api: ApiSettings = ApiSettings()
+    pagerduty: PagerDutySettings = PagerDutySettings()
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if value not in LOG_RETENTION_DAYS:
+            raise ValueError(f"CloudWatch Logs accepts only {', '.join(map(str, LOG_RETENTION_DAYS))} days")
+        return value
+
+    @property
+    def name_prefix(self) -> str:
+        """Prefix of every resource name, so environments never collide in one account."""
+        return f"{self.project}-{self.environment}"
+
+    @property
+    def stack_name(self) -> str:
+        return self.name_prefix
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(error: ValidationError, where: str) -> str:
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown setting (check the spelling against modules/settings.py)"
+        elif item["type"] == "string_pattern_mismatch":
+            message = f"{item['input']!r} does not match {item['ctx']['pattern']}"
+        lines.append(f"  {where}.{field}: {message}")
+    return "\n".join(lines)
+
+
+def read_environments(path: Path = ENVIRONMENTS_FILE) -> dict[str, dict[str, Any]]:
+    """The per-environment overrides, keyed by environment name."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SettingsError(f"{path}: settings file not found") from exc
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{path}: not valid JSON: {exc}") from exc
+    if not isinstance(document, dict) or not document:
+        raise SettingsError(f"{path}: must be an object mapping environment names to their overrides")
+    for name, overrides in document.items():
+        if not isinstance(overrides, dict):
+            raise SettingsError(f"{path}: environment {name!r} must map to an object of overrides")
+    return document
+
+
+def settings_for(environment: str, overrides: dict[str, Any], source: str = "settings") -> Settings:
+    """Validate one environment's overrides on top of the embedded defaults."""
+    try:
+        return Settings.model_validate(_deep_merge(overrides, {"environment": environment}))
+    except ValidationError as exc:
+        raise SettingsError(f"{source}: environment {environment!r} is invalid:\n{_describe(exc, environment)}") from None
+
+
+def load_settings(path: Path = ENVIRONMENTS_FILE, only: list[str] | None = None) -> list[Settings]:
+    """Every environment in the file (or those named), all validated before any is used."""
+    environments = read_environments(path)
+    names = list(environments) if not only else only
+    unknown = [name for name in names if name not in environments]
+    if unknown:
+        raise SettingsError(f"{path}: no environment named {', '.join(unknown)} (have: {', '.join(environments)})")
+    problems, loaded = [], []
+    for name in names:
+        try:
+            loaded.append(settings_for(name, environments[name], source=path.name))
+        except SettingsError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise SettingsError("\n".join(problems))
+    return loaded
+
+
+BACKEND_FILE = ROOT / "backend.tf.json"
+
+
+class S3BackendSettings(_Strict):
+    """backend.tf.json's `terraform.backend.s3` block; the app applies it to every main stack as written,
+    prefixing the state key with the environment name."""
+
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    key: str = Field(pattern=r"^[A-Za-z0-9!_.*'()/-]+\.tfstate$")
+    region: str = Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+    encrypt: Literal[True]
+    dynamodb_table: str = Field(pattern=r"^[A-Za-z0-9_.-]{3,255}$")
+    use_lockfile: bool
+    kms_key_id: str | None = None
+
+
+def load_backend(path: Path = BACKEND_FILE) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        block = document["terraform"]["backend"]["s3"]
+    except FileNotFoundError as exc:
+        raise SettingsError(f"{path}: backend file not found") from exc
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{path}: not valid JSON: {exc}") from exc
+    except (KeyError, TypeError) as exc:
+        raise SettingsError(f'{path}: expected {{"terraform": {{"backend": {{"s3": {{...}}}}}}}}') from exc
+    try:
+        return S3BackendSettings.model_validate(block).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        raise SettingsError(f"{path}: the S3 backend is invalid:\n{_describe(exc, 'terraform.backend.s3')}") from None

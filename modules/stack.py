@@ -1,0 +1,75 @@
+"""One environment's whole deployment: the constructs of modules/ composed, with outputs and backend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cdktf import S3Backend, TerraformOutput, TerraformStack
+from cdktf_cdktf_provider_aws.data_aws_caller_identity import DataAwsCallerIdentity
+from cdktf_cdktf_provider_aws.data_aws_partition import DataAwsPartition
+from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags
+from constructs import Construct
+
+from modules.database import Database
+from modules.encryption import Encryption
+from modules.functions import Functions
+from modules.http_api import HttpApi
+from modules.network import Network
+from modules.secrets import PagerDutyToken
+from modules.settings import Settings
+from modules.workflow import Workflow
+
+# Admits the 5.100 provider mirrored on build machines and the 6.x line the bindings were generated for.
+AWS_PROVIDER_VERSION = ">= 5.100.0, < 7.0.0"
+TERRAFORM_VERSION = ">= 1.10.0"  # the S3 backend's use_lockfile arrived in 1.10
+
+
+class PipelineStack(TerraformStack):
+    def __init__(self, scope: Construct, settings: Settings, backend: dict[str, Any] | None = None) -> None:
+        super().__init__(scope, settings.stack_name)
+        self.settings = settings
+        AwsProvider(self, "aws", region=settings.region, default_tags=[AwsProviderDefaultTags(tags={
+            "Project": settings.project, "Environment": settings.environment, "ManagedBy": "cdktf",
+            **settings.tags,
+        })])
+        self.add_override("terraform.required_providers.aws", {"source": "hashicorp/aws", "version": AWS_PROVIDER_VERSION})
+        self.add_override("terraform.required_version", TERRAFORM_VERSION)
+        if backend is not None:
+            self._use_backend(backend)
+
+        account_id = DataAwsCallerIdentity(self, "caller").account_id
+        partition = DataAwsPartition(self, "partition").partition
+        network = Network(self, "network", settings)
+        encryption = Encryption(self, "encryption", settings, account_id, partition)
+        database = Database(self, "database", settings, network, encryption.key_arn, partition)
+        token = PagerDutyToken(self, "pagerduty_token", settings, encryption.key_arn)
+        functions = Functions(
+            self, "functions", settings, network, kms_key_arn=encryption.key_arn, db_address=database.address,
+            db_port=str(database.port), db_secret_arn=database.secret_arn,
+            pagerduty_token_secret_arn=token.secret_arn, account_id=account_id, partition=partition)
+        self.workflow = Workflow(self, "workflow", settings, functions.arns, kms_key_arn=encryption.key_arn,
+                                 account_id=account_id)
+        api = HttpApi(self, "http_api", settings, self.workflow.arn, kms_key_arn=encryption.key_arn,
+                      account_id=account_id)
+
+        project = settings.project
+        outputs = {
+            f"HttpApiEndpoint-{project}": (api.endpoint, "Base URL of the HTTP API"),
+            f"InvokeUrl-{project}": (f"{api.endpoint}/invoke", "POST a JSON body here to start the pipeline"),
+            f"DatabaseEndpoint-{project}": (database.address, "PostgreSQL host name (private)"),
+            f"DatabaseSecretArn-{project}": (database.secret_arn, "RDS-managed secret with the master login"),
+            f"PagerDutyTokenSecretArn-{project}": (token.secret_arn, "Put the PagerDuty API token here"),
+            f"StateMachineArn-{project}": (self.workflow.arn, "The pipeline state machine"),
+            f"StateMachineLogGroup-{project}": (self.workflow.log_group.name, "Execution logs"),
+            f"ApiAccessLogGroup-{project}": (api.log_group.name, "HTTP API access logs"),
+        }
+        for name, (value, description) in outputs.items():
+            TerraformOutput(self, name, value=value, description=description, static_id=True)
+
+    def _use_backend(self, backend: dict[str, Any]) -> None:
+        """Apply backend.tf.json's S3 settings as they are, with the state key kept per environment."""
+        config = dict(backend)
+        config["key"] = f"{self.settings.environment}/{config['key']}"
+        S3Backend(self, bucket=config["bucket"], key=config["key"])
+        for field, value in config.items():
+            self.add_override(f"terraform.backend.s3.{field}", value)

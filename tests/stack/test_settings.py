@@ -1,0 +1,113 @@
+"""Bad settings stop the synth with the field and the rule named, and write nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from modules.settings import Settings, load_settings, settings_for
+from tests.support.synth import ROOT, run_main
+
+GOOD_BACKEND = json.loads((ROOT / "backend.tf.json").read_text())
+
+
+def synth_with(tmp_path: Path, environments: object, backend: object = GOOD_BACKEND) -> tuple[int, str, Path]:
+    settings_file, backend_file, outdir = tmp_path / "environments.json", tmp_path / "backend.tf.json", tmp_path / "out"
+    settings_file.write_text(environments if isinstance(environments, str) else json.dumps(environments))
+    backend_file.write_text(json.dumps(backend))
+    completed = run_main("--settings", str(settings_file), "--backend", str(backend_file), "--outdir", str(outdir))
+    return completed.returncode, completed.stderr, outdir
+
+
+BAD_SETTINGS = [
+    pytest.param({"dev": {"databse": {}}}, ["dev.databse", "unknown setting"], id="unknown-top-level-key"),
+    pytest.param({"dev": {"database": {"engine": "mysql"}}}, ["dev.database.engine", "unknown setting"],
+                 id="unknown-nested-key"),
+    pytest.param({"dev": {"network": {"vpc_id": "vpc-12"}}}, ["dev.network.vpc_id", "'vpc-12' does not match"],
+                 id="malformed-vpc-id"),
+    pytest.param({"dev": {"network": {"private_subnet_ids": ["subnet-0e2842b86fa358d19", "sub-123"]}}},
+                 ["dev.network.private_subnet_ids.1", "'sub-123' does not match"], id="malformed-subnet-id"),
+    pytest.param({"dev": {"network": {"private_subnet_ids": ["subnet-0e2842b86fa358d19"]}}},
+                 ["dev.network.private_subnet_ids", "at least two private subnets", "got 1"], id="one-subnet"),
+    pytest.param({"dev": {"network": {"private_subnet_ids": ["subnet-0e2842b86fa358d19"] * 2}}},
+                 ["dev.network.private_subnet_ids", "distinct"], id="repeated-subnet"),
+    pytest.param({"dev": {"database": {"allocated_storage_gb": 40, "max_allocated_storage_gb": 30}}},
+                 ["dev.database", "max_allocated_storage_gb (30) must be at least allocated_storage_gb (40)"],
+                 id="max-storage-below-allocated"),
+    pytest.param({"dev": {"api": {"authorization": "OPEN"}}},
+                 ["dev.api.authorization", "'AWS_IAM', 'JWT' or 'NONE'"], id="unknown-auth-mode"),
+    pytest.param({"dev": {"api": {"authorization": "JWT"}}}, ["dev.api", "needs jwt_issuer"], id="jwt-without-issuer"),
+    pytest.param({"dev": {"api": {"jwt_issuer": "https://issuer.example.com"}}},
+                 ["dev.api", "only used with authorization JWT"], id="jwt-issuer-without-jwt"),
+    pytest.param({"dev": {"region": "London"}}, ["dev.region", "'London' does not match"], id="bad-region"),
+    pytest.param({"dev": {"log_retention_days": 10}}, ["dev.log_retention_days", "CloudWatch Logs accepts only"],
+                 id="bad-log-retention"),
+    pytest.param({"dev": {"functions": {"timeout_seconds": 1200}}},
+                 ["dev.functions.timeout_seconds", "less than or equal to 900"], id="function-timeout-over-lambda-max"),
+    pytest.param({"dev": {"functions": {"architecture": "arm"}}},
+                 ["dev.functions.architecture", "'arm64' or 'x86_64'"], id="unknown-architecture"),
+    pytest.param({"dev": {"database": {"backup_retention_days": 1}}},
+                 ["dev.database.backup_retention_days", "greater than or equal to 7"], id="short-backups"),
+    pytest.param({"dev": {"database": {"master_username": "postgres"}}},
+                 ["dev.database.master_username", "reserved"], id="reserved-master-user"),
+    pytest.param({"dev": {"pagerduty": {"api_url": "http://api.pagerduty.com"}}},
+                 ["dev.pagerduty.api_url"], id="pagerduty-url-not-https"),
+    pytest.param({"dev": {"pagerduty": {"token_secret_arn": "my-secret"}}},
+                 ["dev.pagerduty.token_secret_arn", "does not match"], id="token-secret-not-an-arn"),
+    pytest.param({"dev": {}, "prod": {"database": {"port": "five"}}}, ["prod.database.port"],
+                 id="one-bad-environment-stops-all"),
+    pytest.param({"dev": []}, ["environment 'dev' must map to an object"], id="environment-not-an-object"),
+    pytest.param("{not json", ["not valid JSON"], id="malformed-json"),
+]
+
+
+@pytest.mark.parametrize(("environments", "expected"), BAD_SETTINGS)
+def test_bad_settings_are_refused_and_nothing_is_written(tmp_path: Path, environments: object,
+                                                          expected: list[str]) -> None:
+    code, stderr, outdir = synth_with(tmp_path, environments)
+    assert code == 2, stderr
+    for fragment in expected:
+        assert fragment in stderr
+    assert not outdir.exists()
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    pytest.param({"encrypt": False}, "terraform.backend.s3.encrypt", id="unencrypted-state"),
+    pytest.param({"dynamodb_table": None}, "terraform.backend.s3.dynamodb_table", id="no-lock-table"),
+    pytest.param({"buckett": "x"}, "terraform.backend.s3.buckett: unknown setting", id="unknown-backend-key"),
+    pytest.param({"key": "state.json"}, "terraform.backend.s3.key", id="key-not-tfstate"),
+])
+def test_bad_backend_is_refused(tmp_path: Path, change: dict[str, object], expected: str) -> None:
+    s3 = {key: value for key, value in {**GOOD_BACKEND["terraform"]["backend"]["s3"], **change}.items()
+          if value is not None}
+    code, stderr, outdir = synth_with(tmp_path, {"dev": {}}, {"terraform": {"backend": {"s3": s3}}})
+    assert code == 2 and expected in stderr, stderr
+    assert not outdir.exists()
+
+
+def test_unknown_environment_is_named(tmp_path: Path) -> None:
+    settings_file = tmp_path / "environments.json"
+    settings_file.write_text(json.dumps({"dev": {}}))
+    completed = run_main("--settings", str(settings_file), "--environment", "staging", "--outdir", str(tmp_path / "o"))
+    assert completed.returncode == 2
+    assert "no environment named staging (have: dev)" in completed.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_reviewed_environments_are_valid_and_differ_where_intended() -> None:
+    dev, prod = load_settings()
+    assert (dev.environment, prod.environment) == ("dev", "prod")
+    assert not dev.database.deletion_protection and prod.database.deletion_protection
+    assert not dev.database.multi_az and prod.database.multi_az
+    assert prod.database.final_snapshot
+
+
+def test_embedded_defaults_match_the_product() -> None:
+    defaults = settings_for("dev", {})
+    assert defaults.region == "eu-west-2"
+    assert defaults.network.vpc_id == "vpc-0e01c3c7ae69fd92b"
+    assert defaults.network.private_subnet_ids == ("subnet-0e2842b86fa358d19", "subnet-0ff5a9d643e0b97c8")
+    assert defaults.api.authorization == "AWS_IAM"
+    assert isinstance(defaults, Settings) and defaults.stack_name == "stepfuncproject-dev"

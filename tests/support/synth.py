@@ -1,0 +1,47 @@
+"""Run the app the way a user does (`python main.py`), in a subprocess, into a folder of the test's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+STACKS = ("stepfuncproject-dev", "stepfuncproject-prod")
+
+
+def run_main(*args: str, stock_import: bool = False, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.pop("STEPFUNC_STOCK_IMPORT", None)
+    if stock_import:
+        env["STEPFUNC_STOCK_IMPORT"] = "1"
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+
+
+def synthesize(outdir: Path, *args: str, stock_import: bool = False) -> Path:
+    completed = run_main("--outdir", str(outdir), *args, stock_import=stock_import)
+    if completed.returncode != 0:
+        raise AssertionError(f"synth failed ({completed.returncode}):\n{completed.stdout}\n{completed.stderr}")
+    return outdir
+
+
+def load_stack(outdir: Path, stack: str) -> dict[str, Any]:
+    return json.loads((outdir / "stacks" / stack / "cdk.tf.json").read_text())
+
+
+def without_metadata(node: Any) -> Any:
+    """The configuration without cdktf's `//` metadata blocks."""
+    if isinstance(node, dict):
+        return {key: without_metadata(value) for key, value in node.items() if key != "//"}
+    if isinstance(node, list):
+        return [without_metadata(value) for value in node]
+    return node
+
+
+def only(resources: dict[str, Any], kind: str) -> dict[str, Any]:
+    (value,) = resources[kind].values()
+    return value
