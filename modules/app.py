@@ -10,19 +10,24 @@ from cdktf import App
 
 from modules.settings import Settings
 from modules.stack import PipelineStack
+from modules.state_backend import StateBackendStack
 
 DEFINITION_FILE = "state-machine.asl.json"
 
 
-def synthesize(settings: list[Settings], outdir: Path, backend: dict[str, Any] | None) -> list[Path]:
-    """Synthesize into outdir; returns each stack's folder (cdk.tf.json and state-machine.asl.json)."""
+def synthesize(settings: list[Settings], outdir: Path, backend: dict[str, Any]) -> list[Path]:
+    """Synthesize the state bootstrap stack and one pipeline stack per environment into outdir.
+
+    Returns each stack's folder; pipeline stacks also get state-machine.asl.json for review.
+    """
     app = App(outdir=str(outdir))
+    bootstrap = StateBackendStack(app, backend, project=settings[0].project)
     stacks = [PipelineStack(app, environment, backend) for environment in settings]
     app.synth()
     folders = [outdir / "stacks" / stack.settings.stack_name for stack in stacks]
     for folder in folders:
         write_review_definition(folder)
-    return folders
+    return [outdir / "stacks" / bootstrap.node.id, *folders]
 
 
 def write_review_definition(stack_folder: Path) -> Path:

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.synth import STACKS, load_stack, synthesize, without_metadata
+from tests.support.synth import ALL_STACKS, load_stack, synthesize, without_metadata
 
 
 @pytest.fixture(scope="session")
@@ -16,5 +16,5 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def stacks(synth_dir: Path) -> dict[str, dict[str, Any]]:
-    """Environment name -> synthesized configuration without cdktf metadata."""
-    return {name.rsplit("-", 1)[1]: without_metadata(load_stack(synth_dir, name)) for name in STACKS}
+    """Environment name (or "state" for the bootstrap stack) -> configuration without cdktf metadata."""
+    return {name.rsplit("-", 1)[1]: without_metadata(load_stack(synth_dir, name)) for name in ALL_STACKS}

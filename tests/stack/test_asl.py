@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import pytest
 
+from tests.support.synth import PIPELINE_STACKS
 from tests.support.tools import asl_validator_binary, statelint_binary
 
 
@@ -22,7 +23,7 @@ def validate(definition_file: Path) -> dict[str, subprocess.CompletedProcess[str
             for name, command in commands.items()}
 
 
-@pytest.mark.parametrize("stack", ["stepfuncproject-dev", "stepfuncproject-prod"])
+@pytest.mark.parametrize("stack", PIPELINE_STACKS)
 def test_validators_accept_the_synthesized_definition(synth_dir: Path, stack: str) -> None:
     results = validate(synth_dir / "stacks" / stack / "state-machine.asl.json")
     for name, result in results.items():

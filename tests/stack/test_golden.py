@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.synth import STACKS
+from tests.support.synth import ALL_STACKS, PIPELINE_STACKS
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
-FILES = [(stack, name) for stack in STACKS for name in ("cdk.tf.json", "state-machine.asl.json")]
+FILES = [(stack, "cdk.tf.json") for stack in ALL_STACKS] + [(stack, "state-machine.asl.json") for stack in PIPELINE_STACKS]
 
 
 @pytest.mark.parametrize(("stack", "name"), FILES, ids=[f"{stack}/{name}" for stack, name in FILES])

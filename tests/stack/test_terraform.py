@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.synth import STACKS
+from tests.support.synth import ALL_STACKS, PIPELINE_STACKS
 from tests.support.tools import terraform_binary, terraform_env
 from tools.terraform import run
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("stack", ALL_STACKS)
 def test_terraform_validate(synth_dir: Path, tmp_path: Path, stack: str) -> None:
     binary = terraform_binary()
     folder = tmp_path / stack
@@ -35,7 +35,7 @@ def test_validate_catches_a_broken_configuration(synth_dir: Path, tmp_path: Path
     """The check above can fail: an attribute the provider does not know is reported."""
     binary = terraform_binary()
     folder = tmp_path / "broken"
-    shutil.copytree(synth_dir / "stacks" / STACKS[0], folder)
+    shutil.copytree(synth_dir / "stacks" / PIPELINE_STACKS[0], folder)
     config = json.loads((folder / "cdk.tf.json").read_text())
     next(iter(config["resource"]["aws_db_instance"].values()))["storage_encryption"] = True
     (folder / "cdk.tf.json").write_text(json.dumps(config))

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-STACKS = ("stepfuncproject-dev", "stepfuncproject-prod")
+PIPELINE_STACKS = ("stepfuncproject-dev", "stepfuncproject-prod")
+BOOTSTRAP_STACK = "stepfuncproject-state"
+ALL_STACKS = (BOOTSTRAP_STACK, *PIPELINE_STACKS)
 
 
 def run_main(*args: str, stock_import: bool = False, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,79 @@
+"""Environment parsing. Every problem names the variable."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+DEFAULT_API_URL = "https://api.pagerduty.com"
+SSL_MODES = ("disable", "require", "verify-full")
+
+
+@dataclass(frozen=True)
+class Config:
+    db_host: str
+    db_port: int
+    db_name: str
+    db_secret_arn: str
+    db_ssl: str
+    db_ssl_root_cert: str | None
+    pagerduty_token_secret_arn: str
+    pagerduty_api_url: str
+    rate_limit_per_minute: float
+    time_margin_ms: int
+
+
+def _required(env, name: str) -> str:
+    value = env.get(name)
+    if value is None or not value.strip():
+        raise ConfigError(f"environment variable {name} is required", variable=name)
+    return value.strip()
+
+
+def load_config(env=None, *, need_pagerduty: bool = True) -> Config:
+    """Read the pipeline environment (``os.environ`` by default)."""
+    env = os.environ if env is None else env
+    db_host = _required(env, "DB_HOST")
+    db_name = _required(env, "DB_NAME")
+    db_secret_arn = _required(env, "DB_SECRET_ARN")
+    raw_port = (env.get("DB_PORT") or "5432").strip()
+    try:
+        db_port = int(raw_port)
+        if not 0 < db_port < 65536:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"DB_PORT must be a TCP port number, got {raw_port!r}", variable="DB_PORT") from None
+    root_cert = (env.get("DB_SSL_ROOT_CERT") or "").strip() or None
+    db_ssl = (env.get("DB_SSL") or "").strip().lower() or ("verify-full" if root_cert else "require")
+    if db_ssl not in SSL_MODES:
+        raise ConfigError(f"DB_SSL must be one of {', '.join(SSL_MODES)}, got {db_ssl!r}", variable="DB_SSL")
+    if db_ssl == "verify-full":
+        if not root_cert:
+            raise ConfigError("DB_SSL=verify-full needs DB_SSL_ROOT_CERT (a CA bundle file)",
+                              variable="DB_SSL_ROOT_CERT")
+        if not os.path.isfile(root_cert):
+            raise ConfigError(f"DB_SSL_ROOT_CERT file not found: {root_cert}", variable="DB_SSL_ROOT_CERT")
+    token_arn = _required(env, "PAGERDUTY_TOKEN_SECRET_ARN") if need_pagerduty else \
+        (env.get("PAGERDUTY_TOKEN_SECRET_ARN") or "")
+    api_url = (env.get("PAGERDUTY_API_URL") or DEFAULT_API_URL).strip().rstrip("/")
+    parts = urlsplit(api_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"PAGERDUTY_API_URL must be an http(s) URL, got {api_url!r}", variable="PAGERDUTY_API_URL")
+    try:
+        rpm = float(env.get("PAGERDUTY_RATE_LIMIT_PER_MINUTE") or 900)
+        if rpm <= 0:
+            raise ValueError
+    except ValueError:
+        raise ConfigError("PAGERDUTY_RATE_LIMIT_PER_MINUTE must be a positive number",
+                          variable="PAGERDUTY_RATE_LIMIT_PER_MINUTE") from None
+    try:
+        margin = int(env.get("PIPELINE_TIME_MARGIN_MS") or 60_000)
+        if margin < 0:
+            raise ValueError
+    except ValueError:
+        raise ConfigError("PIPELINE_TIME_MARGIN_MS must be a non-negative integer",
+                          variable="PIPELINE_TIME_MARGIN_MS") from None
+    return Config(db_host, db_port, db_name, db_secret_arn, db_ssl, root_cert, token_arn, api_url, rpm, margin)

@@ -1,0 +1,369 @@
+"""Batched, idempotent upserts into the ``pagerduty`` schema.
+
+Every write is a multi-row ``INSERT … SELECT … FROM jsonb_to_recordset(:rows)`` with one JSON
+parameter per statement (one round trip per table per batch, server-side parsing). An incident
+batch (incidents + assignments + teams + log entries + stub references) is one transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from datetime import datetime
+
+from .db import transaction
+
+DIMENSIONS = ("teams", "users", "escalation_policies", "priorities", "services")  # FK-safe order
+
+# table -> typed columns (besides id, is_stub, raw) and how to read them from an API object
+_DIM_COLUMNS: dict[str, list[tuple[str, str, object]]] = {
+    "teams": [("name", "text", lambda o: o.get("name") or o.get("summary")),
+              ("description", "text", lambda o: o.get("description"))],
+    "users": [("name", "text", lambda o: o.get("name") or o.get("summary")),
+              ("email", "text", lambda o: o.get("email")), ("role", "text", lambda o: o.get("role")),
+              ("time_zone", "text", lambda o: o.get("time_zone"))],
+    "escalation_policies": [("name", "text", lambda o: o.get("name") or o.get("summary"))],
+    "priorities": [("name", "text", lambda o: o.get("name") or o.get("summary")),
+                   ("description", "text", lambda o: o.get("description")),
+                   ("color", "text", lambda o: o.get("color")),
+                   ("priority_order", "integer", lambda o: o.get("order") if isinstance(o.get("order"), int) else None)],
+    "services": [("name", "text", lambda o: o.get("name") or o.get("summary")),
+                 ("description", "text", lambda o: o.get("description")),
+                 ("status", "text", lambda o: o.get("status")),
+                 ("escalation_policy_id", "text", lambda o: _id(o.get("escalation_policy"))),
+                 ("created_at", "timestamptz", lambda o: o.get("created_at"))],
+}
+
+
+def _id(obj) -> str | None:
+    return obj.get("id") if isinstance(obj, dict) and isinstance(obj.get("id"), str) else None
+
+
+def ref(obj):
+    """Reduce an embedded object to a reference {id, type, summary} (stable raw form)."""
+    if not isinstance(obj, dict) or "id" not in obj:
+        return obj
+    typ = obj.get("type") or "object"
+    if not typ.endswith("_reference"):
+        typ += "_reference"
+    return {"id": obj["id"], "type": typ, "summary": obj.get("summary") or obj.get("name")}
+
+
+def is_full(obj) -> bool:
+    return isinstance(obj, dict) and not str(obj.get("type", "")).endswith("_reference")
+
+
+def normalize_incident(inc: dict) -> dict:
+    out = dict(inc)
+    for key in ("service", "escalation_policy", "priority", "last_status_change_by", "first_trigger_log_entry"):
+        if isinstance(out.get(key), dict):
+            out[key] = ref(out[key])
+    out["teams"] = [ref(t) for t in inc.get("teams") or []]
+    out["assignments"] = [{"at": a.get("at"), "assignee": ref(a.get("assignee"))}
+                          for a in inc.get("assignments") or [] if isinstance(a, dict)]
+    if isinstance(inc.get("acknowledgements"), list):
+        out["acknowledgements"] = [{"at": a.get("at"), "acknowledger": ref(a.get("acknowledger"))}
+                                   for a in inc["acknowledgements"] if isinstance(a, dict)]
+    return out
+
+
+def normalize_log_entry(entry: dict) -> dict:
+    """The entry as PagerDuty lists it (its other embedded objects are references already), with an
+    embedded incident (include[]=incidents) reduced to a reference."""
+    inc = entry.get("incident")
+    if isinstance(inc, dict) and not str(inc.get("type", "")).endswith("_reference"):
+        out = dict(entry)
+        out["incident"] = ref(inc)
+        return out
+    return entry
+
+
+def parse_ts(value) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _dumps(rows) -> str:
+    return json.dumps(rows, separators=(",", ":"))
+
+
+def _dim_row(kind: str, obj: dict, stub: bool) -> dict:
+    row = {"id": obj["id"], "is_stub": stub, "raw": ref(obj) if stub else obj}
+    for col, _typ, get in _DIM_COLUMNS[kind]:
+        row[col] = None if stub and col not in ("name",) else get(obj)
+    return row
+
+
+def _dim_sql(kind: str, mode: str) -> str:
+    cols = [c for c, _t, _g in _DIM_COLUMNS[kind]]
+    decl = ", ".join(f"{c} {t}" for c, t, _g in _DIM_COLUMNS[kind])
+    collist = ", ".join(cols)
+    sql = (f"INSERT INTO pagerduty.{kind} AS t (id, {collist}, is_stub, missing_since, raw) "
+           f"SELECT r.id, {', '.join('r.' + c for c in cols)}, r.is_stub, NULL, r.raw "
+           f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id text, {decl}, is_stub boolean, raw jsonb) "
+           f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in cols)}, "
+           f"is_stub = EXCLUDED.is_stub, missing_since = NULL, raw = EXCLUDED.raw")
+    if mode == "ensure":  # only upgrade a stub to a full object; never touch a full row
+        sql += " WHERE t.is_stub AND NOT EXCLUDED.is_stub"
+    elif mode == "full":  # skip rewriting identical rows
+        sql += (" WHERE t.raw IS DISTINCT FROM EXCLUDED.raw OR t.is_stub OR t.missing_since IS NOT NULL")
+    return sql
+
+
+_INCIDENT_COLS = [("id", "text"), ("incident_number", "bigint"), ("title", "text"), ("status", "text"),
+                  ("urgency", "text"), ("service_id", "text"), ("escalation_policy_id", "text"),
+                  ("priority_id", "text"), ("created_at", "timestamptz"), ("updated_at", "timestamptz"),
+                  ("resolved_at", "timestamptz"), ("last_status_change_at", "timestamptz"),
+                  ("incident_key", "text"), ("raw", "jsonb")]
+_INCIDENT_SQL = (
+    "INSERT INTO pagerduty.incidents AS t ({cols}) SELECT {rcols} FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
+    "AS r({decl}) ON CONFLICT (id) DO UPDATE SET {sets} "
+    "WHERE t.updated_at IS NULL OR EXCLUDED.updated_at IS NULL OR EXCLUDED.updated_at >= t.updated_at "
+    "RETURNING id, (xmax = 0) AS inserted"
+).format(cols=", ".join(c for c, _ in _INCIDENT_COLS), rcols=", ".join("r." + c for c, _ in _INCIDENT_COLS),
+         decl=", ".join(f"{c} {t}" for c, t in _INCIDENT_COLS),
+         sets=", ".join(f"{c} = EXCLUDED.{c}" for c, _ in _INCIDENT_COLS if c != "id"))
+
+_ASSIGN_SQL = ("INSERT INTO pagerduty.incident_assignments (incident_id, user_id, assigned_at) "
+               "SELECT r.incident_id, r.user_id, r.assigned_at FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
+               "AS r(incident_id text, user_id text, assigned_at timestamptz)")
+_TEAMS_SQL = ("INSERT INTO pagerduty.incident_teams (incident_id, team_id) "
+              "SELECT r.incident_id, r.team_id FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
+              "AS r(incident_id text, team_id text)")
+_LOG_SQL = ("INSERT INTO pagerduty.log_entries (id, incident_id, type, created_at, agent_type, agent_id, "
+            "channel_type, raw) SELECT r.id, r.incident_id, r.type, r.created_at, r.agent_type, r.agent_id, "
+            "r.channel_type, r.raw FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id text, incident_id text, "
+            "type text, created_at timestamptz, agent_type text, agent_id text, channel_type text, raw jsonb) "
+            "ON CONFLICT (id) DO NOTHING")
+_NOTES_SQL = ("INSERT INTO pagerduty.notes AS t (id, incident_id, user_id, content, created_at, raw) "
+              "SELECT r.id, r.incident_id, r.user_id, r.content, r.created_at, r.raw "
+              "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id text, incident_id text, user_id text, "
+              "content text, created_at timestamptz, raw jsonb) ON CONFLICT (id) DO UPDATE SET "
+              "incident_id = EXCLUDED.incident_id, user_id = EXCLUDED.user_id, content = EXCLUDED.content, "
+              "created_at = EXCLUDED.created_at, raw = EXCLUDED.raw WHERE t.raw IS DISTINCT FROM EXCLUDED.raw")
+_ALERTS_SQL = ("INSERT INTO pagerduty.alerts AS t (id, incident_id, status, alert_key, severity, service_id, "
+               "created_at, raw) SELECT r.id, r.incident_id, r.status, r.alert_key, r.severity, r.service_id, "
+               "r.created_at, r.raw FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id text, incident_id text, "
+               "status text, alert_key text, severity text, service_id text, created_at timestamptz, raw jsonb) "
+               "ON CONFLICT (id) DO UPDATE SET incident_id = EXCLUDED.incident_id, status = EXCLUDED.status, "
+               "alert_key = EXCLUDED.alert_key, severity = EXCLUDED.severity, service_id = EXCLUDED.service_id, "
+               "created_at = EXCLUDED.created_at, raw = EXCLUDED.raw WHERE t.raw IS DISTINCT FROM EXCLUDED.raw")
+
+
+def incident_row(inc: dict) -> dict:
+    raw = normalize_incident(inc)
+    return {"id": inc["id"], "incident_number": inc.get("incident_number"), "title": inc.get("title"),
+            "status": inc.get("status"), "urgency": inc.get("urgency"), "service_id": _id(inc.get("service")),
+            "escalation_policy_id": _id(inc.get("escalation_policy")), "priority_id": _id(inc.get("priority")),
+            "created_at": inc.get("created_at"), "updated_at": inc.get("updated_at"),
+            "resolved_at": inc.get("resolved_at"), "last_status_change_at": inc.get("last_status_change_at"),
+            "incident_key": inc.get("incident_key"), "raw": raw}
+
+
+def log_entry_row(entry: dict, incident_id: str) -> dict:
+    agent = entry.get("agent") if isinstance(entry.get("agent"), dict) else {}
+    channel = entry.get("channel") if isinstance(entry.get("channel"), dict) else {}
+    return {"id": entry["id"], "incident_id": incident_id, "type": entry.get("type"),
+            "created_at": entry.get("created_at"), "agent_type": agent.get("type"), "agent_id": agent.get("id"),
+            "channel_type": channel.get("type"), "raw": normalize_log_entry(entry)}
+
+
+class Loader:
+    """Writes API objects; remembers which reference ids exist so stub inserts are rare."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.known: dict[str, set] = {k: set() for k in DIMENSIONS}
+        for kind in DIMENSIONS:
+            self.known[kind] = {r[0] for r in conn.run(f"SELECT id FROM pagerduty.{kind}")}
+        self.updated_at: dict[str, str | None] = {}  # incident id -> updated_at written in this invocation
+        self.log_ids: set[str] = set()  # log entries written in this invocation (immutable upstream)
+        self.rows_written = 0
+        self.statements = 0
+        self.db_seconds = 0.0
+        self._prepared: dict = {}
+
+    def _run(self, sql: str, **params):
+        """Run a statement, prepared once per connection (saves pg8000's SQL rewriting and the
+        server's parse/plan on every batch)."""
+        self.statements += 1
+        stmt = self._prepared.get(sql)
+        if stmt is None:
+            stmt = self._prepared[sql] = self.conn.prepare(sql)
+        return stmt.run(**params)
+
+    @contextlib.contextmanager
+    def _tx(self):
+        """A transaction whose duration (statements + COMMIT) is added to ``db_seconds``."""
+        t0 = time.perf_counter()
+        try:
+            with transaction(self.conn):
+                yield
+        finally:
+            self.db_seconds += time.perf_counter() - t0
+
+    # -- dimensions --------------------------------------------------------------------------
+    def upsert_dimension(self, kind: str, objects: list[dict]) -> int:
+        """Full listing of one dimension: upsert all, mark rows no longer returned as missing."""
+        objects = [o for o in objects if _id(o)]
+        with self._tx():
+            if kind == "services":  # services reference escalation policies
+                self._ensure({"escalation_policies": {_id(o["escalation_policy"]): o["escalation_policy"]
+                                                      for o in objects if _id(o.get("escalation_policy"))}})
+            if objects:
+                rows = [_dim_row(kind, o, stub=False) for o in objects]
+                self._run(_dim_sql(kind, "full"), rows=_dumps(rows))
+                self.rows_written += len(rows)
+            self._run(f"UPDATE pagerduty.{kind} SET missing_since = now() WHERE missing_since IS NULL "
+                      f"AND NOT is_stub AND NOT (id = ANY(CAST(:ids AS text[])))", ids=[_id(o) for o in objects])
+        self.known[kind].update(_id(o) for o in objects)
+        return len(objects)
+
+    def _ensure(self, refs: dict[str, dict[str, dict]]) -> dict[str, set]:
+        """Insert missing referenced objects (full ones from include[], else stubs). In a transaction."""
+        added: dict[str, set] = {}
+        for kind in DIMENSIONS:
+            objs = refs.get(kind) or {}
+            todo = {i: o for i, o in objs.items() if i and (i not in self.known[kind])}
+            if kind == "services":
+                eps = {_id(o.get("escalation_policy")): o.get("escalation_policy") for o in todo.values()
+                       if is_full(o) and _id(o.get("escalation_policy"))}
+                if eps:
+                    for k, ids in self._ensure({"escalation_policies": eps}).items():
+                        added.setdefault(k, set()).update(ids)
+                        self.known[k].update(ids)  # visible to this transaction; rolled back together
+            if not todo:
+                continue
+            rows = [_dim_row(kind, o, stub=not is_full(o)) for o in todo.values()]
+            self._run(_dim_sql(kind, "ensure"), rows=_dumps(rows))
+            self.rows_written += len(rows)
+            added.setdefault(kind, set()).update(todo)
+        return added
+
+    # -- incidents (+ children) --------------------------------------------------------------
+    @staticmethod
+    def collect_refs(incidents: list[dict]) -> dict[str, dict[str, dict]]:
+        refs: dict[str, dict[str, dict]] = {k: {} for k in DIMENSIONS}
+        for inc in incidents:
+            for kind, key in (("services", "service"), ("escalation_policies", "escalation_policy"),
+                              ("priorities", "priority")):
+                obj = inc.get(key)
+                if _id(obj) and (is_full(obj) or _id(obj) not in refs[kind]):
+                    refs[kind][obj["id"]] = obj
+            for t in inc.get("teams") or []:
+                if _id(t):
+                    refs["teams"].setdefault(t["id"], t)
+            for a in inc.get("assignments") or []:
+                u = a.get("assignee") if isinstance(a, dict) else None
+                if _id(u):
+                    refs["users"].setdefault(u["id"], u)
+        return refs
+
+    def write_batch(self, incidents: list[dict], log_entries: list[tuple[dict, str]] = ()) -> dict:
+        """One transaction: referenced objects, incidents (only if not older than stored), their
+        assignments and teams (replaced), and log entries ``(entry, incident_id)``."""
+        written: list[str] = []
+        written_set: set = set()
+        with self._tx():
+            added = self._ensure(self.collect_refs(incidents))
+            if incidents:
+                dedup = {}
+                for inc in incidents:
+                    prev = dedup.get(inc["id"])
+                    if prev is None or (inc.get("updated_at") or "") >= (prev.get("updated_at") or ""):
+                        dedup[inc["id"]] = inc
+                incidents = list(dedup.values())
+                rows = [incident_row(i) for i in incidents]
+                result = self._run(_INCIDENT_SQL, rows=_dumps(rows))
+                written = [r[0] for r in result]
+                updated = [r[0] for r in result if not r[1]]  # existing rows: replace their children
+                self.rows_written += len(written)
+                written_set = set(written)
+                if written:
+                    wset = written_set
+                    if updated:
+                        self._run("DELETE FROM pagerduty.incident_assignments "
+                                  "WHERE incident_id = ANY(CAST(:ids AS text[]))", ids=updated)
+                        self._run("DELETE FROM pagerduty.incident_teams WHERE incident_id = ANY(CAST(:ids AS text[]))",
+                                  ids=updated)
+                    arows, trows = [], []
+                    for inc in incidents:
+                        if inc["id"] not in wset:
+                            continue
+                        seen = set()
+                        for a in inc.get("assignments") or []:
+                            uid = _id(a.get("assignee")) if isinstance(a, dict) else None
+                            if uid and uid not in seen:
+                                seen.add(uid)
+                                arows.append({"incident_id": inc["id"], "user_id": uid, "assigned_at": a.get("at")})
+                        tseen = set()
+                        for t in inc.get("teams") or []:
+                            tid = _id(t)
+                            if tid and tid not in tseen:
+                                tseen.add(tid)
+                                trows.append({"incident_id": inc["id"], "team_id": tid})
+                    if arows:
+                        self._run(_ASSIGN_SQL, rows=_dumps(arows))
+                    if trows:
+                        self._run(_TEAMS_SQL, rows=_dumps(trows))
+                    self.rows_written += len(arows) + len(trows)
+            entries = {}
+            for entry, inc_id in log_entries:
+                if _id(entry) and inc_id and entry["id"] not in self.log_ids:
+                    entries[entry["id"]] = log_entry_row(entry, inc_id)
+            if entries:
+                self._run(_LOG_SQL, rows=_dumps(list(entries.values())))
+                self.rows_written += len(entries)
+        for kind, ids in added.items():
+            self.known[kind].update(ids)
+        self.log_ids.update(entries)
+        for inc in incidents:
+            if inc["id"] in written_set:
+                self.updated_at[inc["id"]] = inc.get("updated_at")
+        return {"incidents_written": len(written), "log_entries": len(entries)}
+
+    def stored_updated_at(self, ids: list[str]) -> dict[str, datetime | None]:
+        if not ids:
+            return {}
+        rows = self._run("SELECT id, updated_at FROM pagerduty.incidents WHERE id = ANY(CAST(:ids AS text[]))", ids=ids)
+        return {r[0]: r[1] for r in rows}
+
+    # -- notes & alerts ----------------------------------------------------------------------
+    def write_details(self, notes: dict[str, list[dict]], alerts: dict[str, list[dict]]) -> dict:
+        """One transaction for a batch of incidents: notes (replaced per incident) and alerts (upserted)."""
+        refs: dict[str, dict[str, dict]] = {"users": {}, "services": {}}
+        nrows, arows = [], []
+        for inc_id, items in notes.items():
+            for n in items:
+                if not _id(n):
+                    continue
+                if _id(n.get("user")):
+                    refs["users"].setdefault(n["user"]["id"], n["user"])
+                nrows.append({"id": n["id"], "incident_id": inc_id, "user_id": _id(n.get("user")),
+                              "content": n.get("content"), "created_at": n.get("created_at"),
+                              "raw": {**n, "user": ref(n.get("user"))}})
+        for inc_id, items in alerts.items():
+            for a in items:
+                if not _id(a):
+                    continue
+                if _id(a.get("service")):
+                    refs["services"].setdefault(a["service"]["id"], a["service"])
+                arows.append({"id": a["id"], "incident_id": inc_id, "status": a.get("status"),
+                              "alert_key": a.get("alert_key"), "severity": a.get("severity"),
+                              "service_id": _id(a.get("service")), "created_at": a.get("created_at"),
+                              "raw": {**a, "service": ref(a.get("service")), "incident": ref(a.get("incident"))}})
+        with self._tx():
+            added = self._ensure(refs)
+            if notes:
+                self._run("DELETE FROM pagerduty.notes WHERE incident_id = ANY(CAST(:inc AS text[])) "
+                          "AND NOT (id = ANY(CAST(:keep AS text[])))", inc=list(notes), keep=[r["id"] for r in nrows])
+            if nrows:
+                self._run(_NOTES_SQL, rows=_dumps(nrows))
+            if arows:
+                self._run(_ALERTS_SQL, rows=_dumps(arows))
+        self.rows_written += len(nrows) + len(arows)
+        for kind, ids in added.items():
+            self.known[kind].update(ids)
+        return {"notes": len(nrows), "alerts": len(arows)}

@@ -1,0 +1,172 @@
+"""Ordered, versioned schema migrations.
+
+Safe to run concurrently (a session-level advisory lock serialises runners) and repeatedly
+(applied versions are recorded in ``pagerduty.schema_migrations`` and skipped). Each migration
+runs in its own transaction together with its bookkeeping row. Never edit a released migration:
+append a new one.
+"""
+
+from __future__ import annotations
+
+from .db import transaction
+
+LOCK_KEY = 7_310_452_981_223_001  # arbitrary constant bigint for pg_advisory_lock
+
+_DIM_COMMON = "is_stub boolean NOT NULL DEFAULT false, missing_since timestamptz, raw jsonb"
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (1, "base schema", [
+        f"""CREATE TABLE pagerduty.teams (
+            id text PRIMARY KEY, name text, description text, {_DIM_COMMON})""",
+        f"""CREATE TABLE pagerduty.users (
+            id text PRIMARY KEY, name text, email text, role text, time_zone text, {_DIM_COMMON})""",
+        f"""CREATE TABLE pagerduty.escalation_policies (
+            id text PRIMARY KEY, name text, {_DIM_COMMON})""",
+        f"""CREATE TABLE pagerduty.priorities (
+            id text PRIMARY KEY, name text, description text, color text, priority_order integer, {_DIM_COMMON})""",
+        f"""CREATE TABLE pagerduty.services (
+            id text PRIMARY KEY, name text, description text, status text,
+            escalation_policy_id text REFERENCES pagerduty.escalation_policies (id),
+            created_at timestamptz, {_DIM_COMMON})""",
+        """CREATE TABLE pagerduty.incidents (
+            id text PRIMARY KEY,
+            incident_number bigint NOT NULL UNIQUE,
+            title text,
+            status text,
+            urgency text,
+            service_id text REFERENCES pagerduty.services (id),
+            escalation_policy_id text REFERENCES pagerduty.escalation_policies (id),
+            priority_id text REFERENCES pagerduty.priorities (id),
+            created_at timestamptz NOT NULL,
+            updated_at timestamptz,
+            resolved_at timestamptz,
+            last_status_change_at timestamptz,
+            incident_key text,
+            raw jsonb NOT NULL)""",
+        "CREATE INDEX incidents_created_at_idx ON pagerduty.incidents (created_at)",
+        "CREATE INDEX incidents_service_idx ON pagerduty.incidents (service_id)",
+        """CREATE TABLE pagerduty.incident_assignments (
+            incident_id text NOT NULL REFERENCES pagerduty.incidents (id) ON DELETE CASCADE,
+            user_id text NOT NULL REFERENCES pagerduty.users (id),
+            assigned_at timestamptz,
+            PRIMARY KEY (incident_id, user_id))""",
+        "CREATE INDEX incident_assignments_user_idx ON pagerduty.incident_assignments (user_id)",
+        """CREATE TABLE pagerduty.incident_teams (
+            incident_id text NOT NULL REFERENCES pagerduty.incidents (id) ON DELETE CASCADE,
+            team_id text NOT NULL REFERENCES pagerduty.teams (id),
+            PRIMARY KEY (incident_id, team_id))""",
+        "CREATE INDEX incident_teams_team_idx ON pagerduty.incident_teams (team_id)",
+        """CREATE TABLE pagerduty.log_entries (
+            id text PRIMARY KEY,
+            incident_id text NOT NULL REFERENCES pagerduty.incidents (id) ON DELETE CASCADE,
+            type text NOT NULL,
+            created_at timestamptz NOT NULL,
+            agent_type text,
+            agent_id text,
+            channel_type text,
+            raw jsonb NOT NULL)""",
+        "CREATE INDEX log_entries_incident_idx ON pagerduty.log_entries (incident_id)",
+        "CREATE INDEX log_entries_created_at_idx ON pagerduty.log_entries (created_at)",
+        """CREATE TABLE pagerduty.notes (
+            id text PRIMARY KEY,
+            incident_id text NOT NULL REFERENCES pagerduty.incidents (id) ON DELETE CASCADE,
+            user_id text REFERENCES pagerduty.users (id),
+            content text,
+            created_at timestamptz,
+            raw jsonb NOT NULL)""",
+        "CREATE INDEX notes_incident_idx ON pagerduty.notes (incident_id)",
+        """CREATE TABLE pagerduty.alerts (
+            id text PRIMARY KEY,
+            incident_id text NOT NULL REFERENCES pagerduty.incidents (id) ON DELETE CASCADE,
+            status text,
+            alert_key text,
+            severity text,
+            service_id text REFERENCES pagerduty.services (id),
+            created_at timestamptz,
+            raw jsonb NOT NULL)""",
+        "CREATE INDEX alerts_incident_idx ON pagerduty.alerts (incident_id)",
+        # lz4 TOAST compression for the raw documents where the server supports it (much cheaper than pglz)
+        """DO $$
+           DECLARE t text;
+           BEGIN
+             IF EXISTS (SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression'
+                          AND 'lz4' = ANY(enumvals)) THEN
+               FOREACH t IN ARRAY ARRAY['incidents', 'log_entries', 'notes', 'alerts', 'services', 'teams', 'users',
+                                        'escalation_policies', 'priorities'] LOOP
+                 EXECUTE format('ALTER TABLE pagerduty.%I ALTER COLUMN raw SET COMPRESSION lz4', t);
+               END LOOP;
+             END IF;
+           END $$""",
+        """CREATE TABLE pagerduty.pipeline_runs (
+            run_id bigserial PRIMARY KEY,
+            execution_id text NOT NULL UNIQUE,
+            execution_name text,
+            scope text,
+            window_since timestamptz,
+            window_until timestamptz,
+            filters jsonb,
+            status text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'succeeded', 'failed')),
+            step text,
+            error text,
+            message text,
+            counts jsonb NOT NULL DEFAULT '{}'::jsonb,
+            input jsonb,
+            started_at timestamptz NOT NULL DEFAULT now(),
+            updated_at timestamptz NOT NULL DEFAULT now(),
+            finished_at timestamptz)""",
+        """CREATE TABLE pagerduty.validation_results (
+            run_id bigint NOT NULL REFERENCES pagerduty.pipeline_runs (run_id) ON DELETE CASCADE,
+            check_name text NOT NULL,
+            passed boolean NOT NULL,
+            blocking boolean NOT NULL,
+            details jsonb,
+            checked_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (run_id, check_name))""",
+        """CREATE TABLE pagerduty.watermarks (
+            scope text PRIMARY KEY,
+            watermark timestamptz NOT NULL,
+            run_id bigint REFERENCES pagerduty.pipeline_runs (run_id),
+            updated_at timestamptz NOT NULL DEFAULT now())""",
+    ]),
+    (2, "reporting view", [
+        """CREATE VIEW pagerduty.incident_overview AS
+           SELECT i.id, i.incident_number, i.title, i.status, i.urgency, i.created_at, i.resolved_at,
+                  i.resolved_at - i.created_at AS time_to_resolve,
+                  s.name AS service_name, p.name AS priority_name, e.name AS escalation_policy_name
+             FROM pagerduty.incidents i
+             LEFT JOIN pagerduty.services s ON s.id = i.service_id
+             LEFT JOIN pagerduty.priorities p ON p.id = i.priority_id
+             LEFT JOIN pagerduty.escalation_policies e ON e.id = i.escalation_policy_id""",
+    ]),
+]
+
+
+def migrate(conn) -> list[int]:
+    """Bring the schema up to date; returns the versions applied by this call."""
+    applied_now: list[int] = []
+    conn.run("SELECT pg_advisory_lock(:k)", k=LOCK_KEY)
+    try:
+        conn.run("CREATE SCHEMA IF NOT EXISTS pagerduty")
+        conn.run("""CREATE TABLE IF NOT EXISTS pagerduty.schema_migrations (
+                        version integer PRIMARY KEY, name text NOT NULL,
+                        applied_at timestamptz NOT NULL DEFAULT now())""")
+        done = {r[0] for r in conn.run("SELECT version FROM pagerduty.schema_migrations")}
+        for version, name, statements in MIGRATIONS:
+            if version in done:
+                continue
+            with transaction(conn):
+                for sql in statements:
+                    conn.run(sql)
+                conn.run("INSERT INTO pagerduty.schema_migrations (version, name) VALUES (:v, :n)", v=version, n=name)
+            applied_now.append(version)
+    finally:
+        try:
+            conn.run("SELECT pg_advisory_unlock(:k)", k=LOCK_KEY)
+        except Exception:  # noqa: BLE001 - connection gone: the lock went with the session
+            pass
+    return applied_now
+
+
+def current_version(conn) -> int:
+    rows = conn.run("SELECT coalesce(max(version), 0) FROM pagerduty.schema_migrations")
+    return rows[0][0]

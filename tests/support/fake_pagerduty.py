@@ -1,0 +1,839 @@
+"""A local stand-in for the PagerDuty REST API v2 (the endpoints the pipeline uses).
+
+    from tests.support.fake_pagerduty import FakePagerDuty, generate_account
+
+    account = generate_account(n_incidents=500, seed=7)           # deterministic sample account
+    with FakePagerDuty(account, token="tok") as pd:                 # 127.0.0.1, free port, own thread
+        pd.url                                                      # base URL (add base_path="/eu" to mount elsewhere)
+        pd.inject(429, count=2, headers=False)                      # next 2 requests -> 429
+        pd.inject_malformed(); pd.inject_drop()                     # bad JSON body / connection closed
+        pd.request_count("/incidents")                              # request log
+        account.update_incident(inc_id, status="resolved", at=...)  # mutate the model between runs
+
+Command line (e.g. a separate process for benchmarks or a local demo run):
+
+    python -m tests.support.fake_pagerduty --incidents 10000 --port 8089 --token tok
+
+Behaviour mirrored from PagerDuty (see shared reference): token auth (401 code 2006), classic
+limit/offset/more/total paging with limit max 100 and the offset+limit <= 10,000 cap (400 code 2002),
+``since``/``until`` on ``created_at`` with ``time_zone``, filters, ``include[]`` expansion,
+account-wide ``/log_entries`` (newest first) with ``include[]=incidents`` embedding the incident's
+current state, ratelimit-* headers and 429 body code 2020.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import random
+import socket
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
+
+UTC = timezone.utc
+MAX_OFFSET = 10_000
+WEB = "https://example.pagerduty.com"
+
+__all__ = ["Account", "FakePagerDuty", "generate_account", "iso", "parse_time"]
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).replace(tzinfo=None, microsecond=0).isoformat() + "Z"
+
+
+def parse_time(value: str, tz: str = "UTC") -> float:
+    dt = datetime.fromisoformat(value.strip().replace(" ", "+") if "T" in value else value.strip())
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=ZoneInfo(tz) if tz != "UTC" else UTC)
+    return dt.timestamp()
+
+
+def _ts(value: str | None) -> float | None:
+    return None if value is None else datetime.fromisoformat(value).timestamp()
+
+
+def _b36(n: int, width: int) -> str:
+    chars = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    out = ""
+    while n:
+        n, r = divmod(n, 36)
+        out = chars[r] + out
+    return out.rjust(width, "0")
+
+
+# ---------------------------------------------------------------------------------------------
+# Account model
+# ---------------------------------------------------------------------------------------------
+class Account:
+    """In-memory PagerDuty account. Mutate through the helper methods (they invalidate caches);
+    after editing the dicts directly call :meth:`touch`."""
+
+    def __init__(self) -> None:
+        self.services: dict[str, dict] = {}
+        self.teams: dict[str, dict] = {}
+        self.users: dict[str, dict] = {}
+        self.escalation_policies: dict[str, dict] = {}
+        self.priorities: dict[str, dict] = {}
+        self.incidents: dict[str, dict] = {}
+        self.log_entries: dict[str, dict] = {}
+        self.notes: dict[str, list] = defaultdict(list)
+        self.alerts: dict[str, list] = defaultdict(list)
+        # objects that were deleted but are still referenced (for include[] expansion)
+        self.deleted: dict[str, dict] = {}
+        self._lock = threading.RLock()
+        self._seq = 0
+        self.touch()
+
+    # -- ids / refs --------------------------------------------------------------------------
+    def next_id(self, prefix: str) -> str:
+        self._seq += 1
+        return prefix + _b36(self._seq * 7919 + 100_000, 7 if prefix == "P" else 13)
+
+    @staticmethod
+    def ref(obj: dict, kind: str | None = None) -> dict:
+        kind = kind or obj["type"]
+        name = obj.get("name") or obj.get("summary") or obj["id"]
+        path = {"service": "services", "team": "teams", "user": "users", "escalation_policy": "escalation_policies",
+                "priority": "priorities"}.get(kind, kind + "s")
+        return {"id": obj["id"], "type": f"{kind}_reference", "summary": name,
+                "self": f"https://api.pagerduty.com/{path}/{obj['id']}", "html_url": f"{WEB}/{path}/{obj['id']}"}
+
+    def touch(self) -> None:
+        """Invalidate every index and serialization cache (call after mutating dicts directly)."""
+        with self._lock:
+            self._inc_index = None
+            self._log_index = None
+            self._filter_cache: dict = {}
+            self._ser_cache: dict = {}
+
+    # -- indexes -----------------------------------------------------------------------------
+    def incident_index(self):
+        with self._lock:
+            if self._inc_index is None:
+                rows = sorted((_ts(i["created_at"]), i["incident_number"], i["id"]) for i in self.incidents.values())
+                self._inc_index = ([r[0] for r in rows], [r[2] for r in rows])
+            return self._inc_index
+
+    def log_index(self):
+        with self._lock:
+            if self._log_index is None:
+                rows = sorted((_ts(e["created_at"]), e["id"]) for e in self.log_entries.values())
+                self._log_index = ([r[0] for r in rows], [r[1] for r in rows])
+            return self._log_index
+
+    # -- mutation helpers ------------------------------------------------------------------
+    def add_service(self, name: str, escalation_policy_id: str | None = None, team_ids=()) -> dict:
+        sid = self.next_id("P")
+        ep = self.escalation_policies.get(escalation_policy_id) if escalation_policy_id else None
+        svc = {"id": sid, "type": "service", "name": name, "summary": name, "description": f"{name} service",
+               "status": "active", "created_at": "2023-01-01T00:00:00Z", "self": f"https://api.pagerduty.com/services/{sid}",
+               "html_url": f"{WEB}/services/{sid}", "escalation_policy": self.ref(ep) if ep else None,
+               "teams": [self.ref(self.teams[t]) for t in team_ids], "alert_creation": "create_alerts_and_incidents"}
+        self.services[sid] = svc
+        self.touch()
+        return svc
+
+    def delete_service(self, service_id: str) -> None:
+        self.deleted[service_id] = self.services.pop(service_id)
+        self.touch()
+
+    def delete_user(self, user_id: str) -> None:
+        self.deleted[user_id] = self.users.pop(user_id)
+        self.touch()
+
+    def add_log_entry(self, incident_id: str, type_: str, at: datetime, agent: dict | None = None,
+                      note: str | None = None) -> dict:
+        inc = self.incidents[incident_id]
+        lid = self.next_id("R")
+        entry = {"id": lid, "type": type_, "summary": f"{type_.replace('_log_entry', '')} {inc['summary']}",
+                 "self": f"https://api.pagerduty.com/log_entries/{lid}",
+                 "html_url": f"{WEB}/incidents/{incident_id}/log_entries/{lid}", "created_at": iso(at),
+                 "agent": agent or inc["service"], "channel": {"type": "api" if type_ == "trigger_log_entry" else "web"},
+                 "service": inc["service"], "incident": self.ref(inc, "incident"), "teams": inc["teams"],
+                 "contexts": [], "event_details": {"description": inc["title"]}}
+        if note is not None:
+            entry["channel"] = {"type": "note", "summary": note}
+        self.log_entries[lid] = entry
+        self.touch()
+        return entry
+
+    def update_incident(self, incident_id: str, at: datetime, status: str | None = None, **fields) -> dict:
+        """Change an incident as PagerDuty would: new state, updated_at, a log entry at ``at``."""
+        inc = self.incidents[incident_id]
+        inc.update(fields)
+        if status and status != inc["status"]:
+            inc["status"] = status
+            inc["last_status_change_at"] = iso(at)
+            if status == "resolved":
+                inc["resolved_at"] = iso(at)
+                inc["assignments"] = []
+                for alert in self.alerts.get(incident_id, []):
+                    alert["status"] = "resolved"
+                self._recount_alerts(incident_id)
+            self.add_log_entry(incident_id, {"resolved": "resolve_log_entry", "acknowledged": "acknowledge_log_entry",
+                                             "triggered": "trigger_log_entry"}[status], at)
+        else:
+            self.add_log_entry(incident_id, "annotate_log_entry" if "title" not in fields else "escalate_log_entry", at)
+        inc["updated_at"] = iso(at)
+        self.touch()
+        return inc
+
+    def add_note(self, incident_id: str, content: str, at: datetime, user_id: str | None = None) -> dict:
+        user = self.users.get(user_id) if user_id else next(iter(self.users.values()))
+        nid = self.next_id("P")
+        note = {"id": nid, "user": self.ref(user), "channel": {"summary": "The PagerDuty website or APIs"},
+                "content": content, "created_at": iso(at)}
+        self.notes[incident_id].append(note)
+        self.add_log_entry(incident_id, "annotate_log_entry", at, agent=self.ref(user), note=content)
+        self.incidents[incident_id]["updated_at"] = iso(at)
+        self.touch()
+        return note
+
+    def add_alert(self, incident_id: str, at: datetime, status: str = "triggered") -> dict:
+        inc = self.incidents[incident_id]
+        aid = self.next_id("Q")
+        alert = {"id": aid, "type": "alert", "summary": inc["title"], "self": f"https://api.pagerduty.com/alerts/{aid}",
+                 "html_url": f"{WEB}/alerts/{aid}", "created_at": iso(at), "status": status,
+                 "alert_key": f"key-{aid.lower()}", "service": inc["service"], "incident": self.ref(inc, "incident"),
+                 "severity": "critical", "suppressed": False, "body": {"type": "alert_body", "details": {}}}
+        self.alerts[incident_id].append(alert)
+        self._recount_alerts(incident_id)
+        self.touch()
+        return alert
+
+    def _recount_alerts(self, incident_id: str) -> None:
+        alerts = self.alerts.get(incident_id, [])
+        resolved = sum(1 for a in alerts if a["status"] == "resolved")
+        self.incidents[incident_id]["alert_counts"] = {"all": len(alerts), "triggered": len(alerts) - resolved,
+                                                       "resolved": resolved}
+
+    # -- lookups used by the server ----------------------------------------------------------
+    def lookup(self, kind: str, ident: str) -> dict | None:
+        table = {"service": self.services, "team": self.teams, "user": self.users,
+                 "escalation_policy": self.escalation_policies, "priority": self.priorities}[kind]
+        return table.get(ident)  # deleted objects stay references, as PagerDuty no longer returns them
+
+
+# ---------------------------------------------------------------------------------------------
+# Deterministic sample account generator
+# ---------------------------------------------------------------------------------------------
+def generate_account(
+    n_incidents: int = 200,
+    seed: int = 1,
+    start: datetime = datetime(2024, 3, 1, tzinfo=UTC),
+    end: datetime | None = None,
+    *,
+    note_ratio: float = 0.05,
+    alert_ratio: float = 0.10,
+    deleted_user: bool = True,
+) -> Account:
+    """A realistic, deterministic account: 3 teams, 8 users (+1 deleted user still referenced),
+    3 escalation policies, 5 services, 4 priorities and ``n_incidents`` incidents spread over
+    [start, end) (default: 7 days) with ~5 log entries each (trigger, assign, notify, ...),
+    notes on ~5 % and alerts on ~10 % of incidents."""
+    rnd = random.Random(seed)
+    end = end or start + timedelta(days=7)
+    acc = Account()
+    team_names = ["Platform", "Payments", "Mobile"]
+    for name in team_names:
+        tid = acc.next_id("P")
+        acc.teams[tid] = {"id": tid, "type": "team", "name": name, "summary": name, "description": f"{name} team",
+                          "self": f"https://api.pagerduty.com/teams/{tid}", "html_url": f"{WEB}/teams/{tid}",
+                          "parent": None}
+    team_ids = list(acc.teams)
+    user_names = ["Ada Lovelace", "Alan Turing", "Grace Hopper", "Edsger Dijkstra", "Barbara Liskov",
+                  "Donald Knuth", "Margaret Hamilton", "Ken Thompson", "Dennis Ritchie"]
+    for i, name in enumerate(user_names):
+        uid = acc.next_id("P")
+        acc.users[uid] = {"id": uid, "type": "user", "name": name, "summary": name,
+                          "email": name.lower().replace(" ", ".") + "@example.com", "role": "user" if i else "admin",
+                          "time_zone": "Europe/London", "job_title": "Engineer", "avatar_url": None,
+                          "teams": [acc.ref(acc.teams[team_ids[i % 3]])], "self": f"https://api.pagerduty.com/users/{uid}",
+                          "html_url": f"{WEB}/users/{uid}"}
+    user_ids = list(acc.users)
+    for i, name in enumerate(["Primary on-call", "Payments escalation", "Mobile escalation"]):
+        eid = acc.next_id("P")
+        acc.escalation_policies[eid] = {
+            "id": eid, "type": "escalation_policy", "name": name, "summary": name, "num_loops": 1,
+            "escalation_rules": [{"escalation_delay_in_minutes": 30,
+                                  "targets": [acc.ref(acc.users[user_ids[i]])]}],
+            "teams": [acc.ref(acc.teams[team_ids[i]])], "self": f"https://api.pagerduty.com/escalation_policies/{eid}",
+            "html_url": f"{WEB}/escalation_policies/{eid}"}
+    ep_ids = list(acc.escalation_policies)
+    for i, name in enumerate(["checkout-api", "billing-worker", "ios-app", "edge-proxy", "search"]):
+        acc.add_service(name, ep_ids[i % 3], [team_ids[i % 3]])
+    service_ids = list(acc.services)
+    for i, (name, color) in enumerate([("P1", "a8171c"), ("P2", "eb6016"), ("P3", "f9b406"), ("P4", "3d7fd8")]):
+        pid = acc.next_id("P")
+        acc.priorities[pid] = {"id": pid, "type": "priority", "name": name, "summary": name, "order": (4 - i) * 64,
+                               "color": color, "description": f"Priority {name}",
+                               "self": f"https://api.pagerduty.com/priorities/{pid}"}
+    priority_ids = list(acc.priorities)
+
+    span = (end - start).total_seconds()
+    created = sorted(start.timestamp() + int(rnd.random() * span) for _ in range(n_incidents))
+    svc_refs = {s: acc.ref(acc.services[s]) for s in service_ids}
+    team_refs = {t: acc.ref(acc.teams[t]) for t in team_ids}
+    user_refs = {u: acc.ref(acc.users[u]) for u in user_ids}
+    ep_refs = {e: acc.ref(acc.escalation_policies[e]) for e in ep_ids}
+    prio_refs = {p: acc.ref(acc.priorities[p]) for p in priority_ids}
+    le_seq = 0
+    for n, cts in enumerate(created, start=1):
+        inc_id = "Q" + _b36(n * 104_729 + 36 ** 11, 13)
+        svc_i = rnd.randrange(len(service_ids))
+        svc = service_ids[svc_i]
+        r = rnd.random()
+        status = "resolved" if r < 0.7 else ("acknowledged" if r < 0.85 else "triggered")
+        urgency = "high" if rnd.random() < 0.6 else "low"
+        created_dt = datetime.fromtimestamp(cts, UTC)
+        title = f"{['High error rate', 'Latency above SLO', 'Disk almost full', 'Queue backlog', 'Crash loop'][n % 5]}" \
+                f" on {acc.services[svc]['name']} #{n}"
+        steps = [60 + rnd.randrange(240) for _ in range(5)]
+        times = [created_dt]
+        for s in steps:
+            times.append(times[-1] + timedelta(seconds=s))
+        assignee = user_ids[(svc_i + n) % len(user_ids)]
+        inc_teams = [team_refs[team_ids[svc_i % 3]]] + ([team_refs[team_ids[(svc_i + 1) % 3]]] if n % 4 == 0 else [])
+        if status == "resolved":
+            types = ["trigger", "assign", "notify", "acknowledge", "resolve"]
+        elif status == "acknowledged":
+            types = ["trigger", "assign", "notify", "escalate", "acknowledge"]
+        else:
+            types = ["trigger", "assign", "notify", "escalate", "notify"]
+        has_note = rnd.random() < note_ratio
+        if has_note:
+            types.insert(3, "annotate")
+        entry_times = times[: len(types)] if len(types) <= len(times) else times + [times[-1] + timedelta(seconds=30)]
+        status_change = entry_times[len(types) - 1] if status != "triggered" else created_dt
+        assignments = []
+        if status != "resolved":
+            assignments.append({"at": iso(entry_times[1]), "assignee": user_refs[assignee]})
+            if n % 7 == 0 and len(user_ids) > 1:
+                assignments.append({"at": iso(entry_times[1]), "assignee": user_refs[user_ids[(svc_i + n + 1) % len(user_ids)]]})
+        prio = None if n % 3 == 0 else prio_refs[priority_ids[n % 4]]
+        inc = {
+            "id": inc_id, "type": "incident", "summary": f"[#{n}] {title}",
+            "self": f"https://api.pagerduty.com/incidents/{inc_id}", "html_url": f"{WEB}/incidents/{inc_id}",
+            "incident_number": n, "title": title, "description": title, "created_at": iso(created_dt),
+            "updated_at": iso(entry_times[len(types) - 1]), "status": status,
+            "incident_key": f"{rnd.getrandbits(64):016x}", "service": svc_refs[svc], "assignments": assignments,
+            "assigned_via": "escalation_policy", "last_status_change_at": iso(status_change),
+            "resolved_at": iso(status_change) if status == "resolved" else None,
+            "first_trigger_log_entry": None, "alert_counts": {"all": 0, "triggered": 0, "resolved": 0},
+            "pending_actions": [], "is_mergeable": True,
+            "escalation_policy": ep_refs[ep_ids[svc_i % 3]], "teams": inc_teams,
+            "acknowledgements": [] if status != "acknowledged" else [
+                {"at": iso(status_change), "acknowledger": user_refs[assignee]}],
+            "last_status_change_by": svc_refs[svc] if status == "triggered" else user_refs[assignee],
+            "priority": prio, "resolve_reason": None, "urgency": urgency,
+            "body": {"type": "incident_body", "details": f"Details for incident {n}"},
+            "conference_bridge": None,
+        }
+        acc.incidents[inc_id] = inc
+        inc_ref = acc.ref(inc, "incident")
+        for k, t in enumerate(types):
+            le_seq += 1
+            lid = "R" + _b36(le_seq * 7_919 + 36 ** 12, 13)
+            agent = svc_refs[svc] if t in ("trigger", "notify", "escalate", "assign") else user_refs[assignee]
+            entry = {"id": lid, "type": f"{t}_log_entry", "summary": f"{t.capitalize()} on {inc['summary']}",
+                     "self": f"https://api.pagerduty.com/log_entries/{lid}",
+                     "html_url": f"{WEB}/incidents/{inc_id}/log_entries/{lid}", "created_at": iso(entry_times[k]),
+                     "agent": agent, "channel": {"type": "api" if t == "trigger" else "web_trigger"},
+                     "service": svc_refs[svc], "incident": inc_ref, "teams": inc_teams, "contexts": [],
+                     "event_details": {"description": title} if t == "trigger" else {}}
+            if t == "notify":
+                entry["user"] = user_refs[assignee]
+            if t == "annotate":
+                entry["channel"] = {"type": "note", "summary": f"Looking into #{n}"}
+                acc.notes[inc_id].append({"id": "P" + _b36(le_seq * 31 + 36 ** 6, 7), "user": user_refs[assignee],
+                                          "channel": {"summary": "The PagerDuty website or APIs"},
+                                          "content": f"Looking into #{n}", "created_at": iso(entry_times[k])})
+            if t == "trigger":
+                inc["first_trigger_log_entry"] = {"id": lid, "type": "trigger_log_entry_reference",
+                                                  "summary": entry["summary"], "self": entry["self"],
+                                                  "html_url": entry["html_url"]}
+            acc.log_entries[lid] = entry
+        if rnd.random() < alert_ratio:
+            for a in range(1 + (n % 2)):
+                aid = "Q" + _b36(n * 31 + a + 36 ** 12, 13)
+                acc.alerts[inc_id].append({
+                    "id": aid, "type": "alert", "summary": title, "self": f"https://api.pagerduty.com/alerts/{aid}",
+                    "html_url": f"{WEB}/alerts/{aid}", "created_at": iso(created_dt),
+                    "status": "resolved" if status == "resolved" else "triggered", "alert_key": f"key-{n}-{a}",
+                    "service": svc_refs[svc], "incident": inc_ref, "severity": "critical", "suppressed": False,
+                    "body": {"type": "alert_body", "details": {"n": n}}})
+            acc._recount_alerts(inc_id)
+    if deleted_user:
+        # the last user left the company; incidents still reference them
+        acc.deleted[user_ids[-1]] = acc.users.pop(user_ids[-1])
+    acc._seq = max(acc._seq, 10_000)
+    acc.touch()
+    return acc
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP server
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Fault:
+    kind: str  # "status", "malformed", "drop", "delay"
+    count: int
+    status: int = 500
+    headers: bool = True
+    body: str | None = None
+    path: str | None = None
+    delay: float = 0.0
+
+
+@dataclass
+class RequestRecord:
+    method: str
+    path: str
+    query: dict
+    status: int
+    accept: str = ""
+    at: float = field(default_factory=time.time)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, code: int, errors: list | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code, self.errors = status, message, code, errors
+
+
+_DIMENSIONS = {
+    "/services": ("services", "services"), "/teams": ("teams", "teams"), "/users": ("users", "users"),
+    "/escalation_policies": ("escalation_policies", "escalation_policies"),
+    "/priorities": ("priorities", "priorities"),
+}
+
+
+class FakePagerDuty:
+    """PagerDuty REST API stand-in on 127.0.0.1 (free port unless given), served from a thread."""
+
+    def __init__(self, account: Account | None = None, *, token: str = "test-token", base_path: str = "",
+                 host: str = "127.0.0.1", port: int = 0, rate_limit: int = 960,
+                 enforce_rate_limit: bool = False, rate_window: float = 60.0) -> None:
+        self.account = account if account is not None else generate_account()
+        self.token = token
+        self.base_path = base_path.rstrip("/")
+        self.rate_limit = rate_limit
+        self.enforce_rate_limit = enforce_rate_limit
+        self.rate_window = rate_window
+        self.requests: list[RequestRecord] = []
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+        self._window_start = time.monotonic()
+        self._window_count = 0
+        self._host, self._port = host, port
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> "FakePagerDuty":
+        handler = type("Handler", (_Handler,), {"fake": self})
+        self._server = ThreadingHTTPServer((self._host, self._port), handler)
+        self._server.daemon_threads = True
+        self._port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True, name="fake-pagerduty")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> "FakePagerDuty":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._host}:{self._port}{self.base_path}"
+
+    def warm(self, incident_includes=("assignees", "services", "teams", "priorities", "escalation_policies",
+                                      "first_trigger_log_entries")) -> None:
+        """Pre-serialize incidents (plain and with ``incident_includes``) and log entries with their
+        embedded incident, so that the first pass is as fast as later ones (benchmarks)."""
+        acc = self.account
+        acc.incident_index()
+        acc.log_index()
+        inc = frozenset(incident_includes)
+        for inc_id in acc.incidents:
+            self._incident_json(inc_id, frozenset())
+            self._incident_json(inc_id, inc)
+        for lid in acc.log_entries:
+            self._log_entry_json(lid, True)
+
+    # -- fault injection / log ---------------------------------------------------------------
+    def inject(self, status: int, count: int = 1, *, headers: bool = True, body: str | None = None,
+               path: str | None = None) -> None:
+        """Answer the next ``count`` requests (whose path starts with ``path``, if given) with ``status``.
+        ``headers=False`` leaves out the ratelimit-* headers (PagerDuty sometimes does, on 429)."""
+        with self._lock:
+            self._faults.append(Fault("status", count, status=status, headers=headers, body=body, path=path))
+
+    def inject_malformed(self, count: int = 1, path: str | None = None) -> None:
+        with self._lock:
+            self._faults.append(Fault("malformed", count, path=path))
+
+    def inject_drop(self, count: int = 1, path: str | None = None) -> None:
+        """Close the connection without answering."""
+        with self._lock:
+            self._faults.append(Fault("drop", count, path=path))
+
+    def inject_delay(self, seconds: float, count: int = 1, path: str | None = None) -> None:
+        with self._lock:
+            self._faults.append(Fault("delay", count, delay=seconds, path=path))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def reset_log(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+    def request_count(self, path_prefix: str | None = None) -> int:
+        with self._lock:
+            return sum(1 for r in self.requests if path_prefix is None or r.path.startswith(path_prefix))
+
+    def _take_fault(self, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.count > 0 and (fault.path is None or path.startswith(fault.path)):
+                    fault.count -= 1
+                    if fault.count == 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    def _rate_headers(self) -> tuple[dict, bool]:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._window_start >= self.rate_window:
+                self._window_start, self._window_count = now, 0
+            self._window_count += 1
+            remaining = max(0, self.rate_limit - self._window_count)
+            exceeded = self._window_count > self.rate_limit
+            reset = max(1, int(self.rate_window - (now - self._window_start) + 0.999))
+        return {"ratelimit-limit": str(self.rate_limit), "ratelimit-remaining": str(remaining),
+                "ratelimit-reset": str(reset)}, exceeded
+
+    # -- routing -----------------------------------------------------------------------------
+    def handle(self, path: str, query: dict) -> tuple[int, str]:
+        acc = self.account
+        tz = (query.get("time_zone") or ["UTC"])[0]
+        if path == "/incidents":
+            return 200, self._list_incidents(query, tz)
+        if path == "/log_entries":
+            return 200, self._list_log_entries(query, tz)
+        if path in _DIMENSIONS:
+            attr, key = _DIMENSIONS[path]
+            objs = list(getattr(acc, attr).values())
+            includes = set(query.get("include[]", []))
+            limit, offset = _paging(query)
+            page = objs[offset: offset + limit]
+            if includes:
+                page = [self._expand_dimension(o, includes) for o in page]
+            return 200, _page_json(key, [json.dumps(o) for o in page], limit, offset, len(objs), query)
+        parts = path.strip("/").split("/")
+        if len(parts) == 3 and parts[0] == "incidents":
+            inc_id, sub = parts[1], parts[2]
+            if inc_id not in acc.incidents:
+                raise ApiError(404, "Not Found", 2100)
+            if sub == "notes":
+                return 200, json.dumps({"notes": acc.notes.get(inc_id, [])})
+            if sub == "alerts":
+                alerts = acc.alerts.get(inc_id, [])
+                statuses = set(query.get("statuses[]", []))
+                if statuses:
+                    alerts = [a for a in alerts if a["status"] in statuses]
+                limit, offset = _paging(query)
+                return 200, _page_json("alerts", [json.dumps(a) for a in alerts[offset: offset + limit]], limit,
+                                       offset, len(alerts), query)
+        if len(parts) == 2 and parts[0] == "incidents":
+            inc = acc.incidents.get(parts[1])
+            if inc is None:
+                raise ApiError(404, "Not Found", 2100)
+            return 200, json.dumps({"incident": inc})
+        raise ApiError(404, "Not Found", 2100)
+
+    def _expand_dimension(self, obj: dict, includes: set) -> dict:
+        out = dict(obj)
+        if "teams" in includes and obj.get("teams"):
+            out["teams"] = [self.account.teams.get(t["id"], t) for t in obj["teams"]]
+        if "escalation_policies" in includes and obj.get("escalation_policy"):
+            out["escalation_policy"] = self.account.escalation_policies.get(obj["escalation_policy"]["id"],
+                                                                            obj["escalation_policy"])
+        return out
+
+    def _window(self, query: dict, tz: str, default_days: int = 30) -> tuple[float, float]:
+        if (query.get("date_range") or [""])[0] == "all":
+            return float("-inf"), float("inf")
+        try:
+            until = parse_time(query["until"][0], tz) if query.get("until") else time.time()
+            since = parse_time(query["since"][0], tz) if query.get("since") else until - default_days * 86400
+        except (ValueError, KeyError):
+            raise ApiError(400, "Invalid Input Provided", 2001, ["Since or until is not a valid date."])
+        if since > until:
+            raise ApiError(400, "Invalid Input Provided", 2001, ["Since must be before until."])
+        if until - since > 183 * 86400:
+            raise ApiError(400, "Invalid Input Provided", 2001, ["Date range cannot exceed 6 months."])
+        return since, until
+
+    def _list_incidents(self, query: dict, tz: str) -> str:
+        acc = self.account
+        since, until = self._window(query, tz)
+        filters = tuple(frozenset(query.get(k, [])) for k in ("service_ids[]", "team_ids[]", "urgencies[]",
+                                                                "statuses[]"))
+        sort = tuple(query.get("sort_by", []) or ["incident_number:asc"])
+        sort = tuple(s for part in sort for s in part.split(","))
+        limit, offset = _paging(query)
+        key = ("inc", since, until, filters, sort)
+        ids = acc._filter_cache.get(key)
+        if ids is None:
+            ts, all_ids = acc.incident_index()
+            lo, hi = bisect.bisect_left(ts, since), bisect.bisect_left(ts, until)
+            ids = all_ids[lo:hi]
+            svc, teams, urg, st = filters
+            if svc or teams or urg or st:
+                keep = []
+                for i in ids:
+                    inc = acc.incidents[i]
+                    if svc and inc["service"]["id"] not in svc:
+                        continue
+                    if teams and not any(t["id"] in teams for t in inc["teams"]):
+                        continue
+                    if urg and inc["urgency"] not in urg:
+                        continue
+                    if st and inc["status"] not in st:
+                        continue
+                    keep.append(i)
+                ids = keep
+            for spec in reversed(sort):
+                field_, _, direction = spec.partition(":")
+                if field_ not in ("incident_number", "created_at", "resolved_at", "urgency"):
+                    raise ApiError(400, "Invalid Input Provided", 2001, [f"Invalid sort_by: {spec}"])
+                ids = sorted(ids, key=lambda i, f=field_: acc.incidents[i].get(f) or "",
+                             reverse=direction == "desc")
+            acc._filter_cache[key] = ids
+        includes = frozenset(query.get("include[]", []))
+        items = [self._incident_json(i, includes) for i in ids[offset: offset + limit]]
+        return _page_json("incidents", items, limit, offset, len(ids), query)
+
+    def _incident_json(self, inc_id: str, includes: frozenset) -> str:
+        acc = self.account
+        key = ("i", inc_id, includes)
+        cached = acc._ser_cache.get(key)
+        if cached is not None:
+            return cached
+        inc = acc.incidents[inc_id]
+        if includes:
+            inc = dict(inc)
+            if "services" in includes:
+                inc["service"] = acc.lookup("service", inc["service"]["id"]) or inc["service"]
+            if "teams" in includes:
+                inc["teams"] = [acc.lookup("team", t["id"]) or t for t in inc["teams"]]
+            if "escalation_policies" in includes and inc.get("escalation_policy"):
+                inc["escalation_policy"] = acc.lookup("escalation_policy", inc["escalation_policy"]["id"]) or \
+                    inc["escalation_policy"]
+            if "priorities" in includes and inc.get("priority"):
+                inc["priority"] = acc.lookup("priority", inc["priority"]["id"]) or inc["priority"]
+            if "assignees" in includes:
+                inc["assignments"] = [{"at": a["at"], "assignee": acc.lookup("user", a["assignee"]["id"])
+                                       or a["assignee"]} for a in inc["assignments"]]
+            if "users" in includes and inc.get("last_status_change_by", {}) and \
+                    inc["last_status_change_by"].get("type") == "user_reference":
+                inc["last_status_change_by"] = acc.lookup("user", inc["last_status_change_by"]["id"]) or \
+                    inc["last_status_change_by"]
+            if "first_trigger_log_entries" in includes and inc.get("first_trigger_log_entry"):
+                entry = acc.log_entries.get(inc["first_trigger_log_entry"]["id"])
+                if entry is not None:
+                    inc["first_trigger_log_entry"] = entry
+        out = json.dumps(inc)
+        acc._ser_cache[key] = out
+        return out
+
+    def _list_log_entries(self, query: dict, tz: str) -> str:
+        acc = self.account
+        since, until = self._window(query, tz)
+        limit, offset = _paging(query)
+        overview = (query.get("is_overview") or ["false"])[0] == "true"
+        key = ("log", since, until, overview)
+        ids = acc._filter_cache.get(key)
+        if ids is None:
+            ts, all_ids = acc.log_index()
+            lo, hi = bisect.bisect_left(ts, since), bisect.bisect_left(ts, until)
+            ids = all_ids[lo:hi][::-1]  # newest first, like PagerDuty
+            if overview:
+                ids = [i for i in ids if acc.log_entries[i]["type"] not in ("notify_log_entry",)]
+            acc._filter_cache[key] = ids
+        with_incident = "incidents" in query.get("include[]", [])
+        items = [self._log_entry_json(lid, with_incident) for lid in ids[offset: offset + limit]]
+        return _page_json("log_entries", items, limit, offset, len(ids), query)
+
+    def _log_entry_json(self, lid: str, with_incident: bool) -> str:
+        acc = self.account
+        ckey = ("l", lid, with_incident)
+        s = acc._ser_cache.get(ckey)
+        if s is None:
+            entry = acc.log_entries[lid]
+            inc_id = entry["incident"]["id"]
+            if with_incident and inc_id in acc.incidents:
+                # splice the incident's (cached) current state into the entry
+                rest = {k: v for k, v in entry.items() if k != "incident"}
+                s = json.dumps(rest)[:-1] + ', "incident": ' + self._incident_json(inc_id, frozenset()) + "}"
+            else:
+                s = json.dumps(entry)
+            acc._ser_cache[ckey] = s
+        return s
+
+
+def _paging(query: dict) -> tuple[int, int]:
+    try:
+        limit = int((query.get("limit") or ["25"])[0])
+        offset = int((query.get("offset") or ["0"])[0])
+    except ValueError:
+        raise ApiError(400, "Invalid Input Provided", 2001, ["limit and offset must be integers"])
+    if limit < 1 or offset < 0:
+        raise ApiError(400, "Invalid Input Provided", 2001, ["limit and offset must be positive"])
+    limit = min(limit, 100)
+    if offset + limit > MAX_OFFSET:
+        raise ApiError(400, "Offset must be less than 10001.", 2002,
+                       [f"Offset + limit must be at most {MAX_OFFSET}."])
+    return limit, offset
+
+
+def _page_json(key: str, items: list[str], limit: int, offset: int, total: int, query: dict) -> str:
+    want_total = (query.get("total") or ["false"])[0] == "true"
+    more = "true" if offset + len(items) < total else "false"
+    return (f'{{"{key}":[' + ",".join(items) + f'],"limit":{limit},"offset":{offset},"more":{more},'
+            f'"total":{total if want_total else "null"}}}')
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    fake: FakePagerDuty  # set by FakePagerDuty.start
+
+    def log_message(self, format, *args):  # noqa: A002 - quiet
+        pass
+
+    def _send(self, status: int, body: str, headers: dict | None = None) -> None:
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):  # noqa: N802
+        fake = self.fake
+        parts = urlsplit(self.path)
+        path = parts.path
+        query = parse_qs(parts.query, keep_blank_values=True)
+        status = 200
+        try:
+            if fake.base_path:
+                if not path.startswith(fake.base_path + "/"):
+                    raise ApiError(404, "Not Found", 2100)
+                path = path[len(fake.base_path):]
+            fault = fake._take_fault(path)
+            if fault and fault.kind == "delay":
+                time.sleep(fault.delay)
+                fault = None
+            if fault and fault.kind == "drop":
+                status = 0
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return
+            rate_headers, exceeded = fake._rate_headers()
+            if fault and fault.kind == "status":
+                status = fault.status
+                default = {429: ("Rate Limit Exceeded", 2020), 401: ("Unauthorized", 2006),
+                           403: ("Forbidden", 2010), 400: ("Invalid Input Provided", 2001),
+                           408: ("Request Timeout", 2000)}.get(status, ("Internal Server Error", 2000))
+                body = fault.body or json.dumps({"error": {"message": default[0], "code": default[1]}})
+                self._send(status, body, rate_headers if fault.headers else None)
+                return
+            auth = self.headers.get("Authorization", "")
+            if auth != f"Token token={fake.token}":
+                status = 401
+                self._send(401, json.dumps({"error": {"message": "Unauthorized", "code": 2006}}), rate_headers)
+                return
+            if exceeded and fake.enforce_rate_limit:
+                status = 429
+                self._send(429, json.dumps({"error": {"message": "Rate Limit Exceeded", "code": 2020}}),
+                           rate_headers)
+                return
+            code, body = fake.handle(path, query)
+            status = code
+            if fault and fault.kind == "malformed":
+                body = body[: max(1, len(body) // 2)] + "<html>oops"
+            self._send(code, body, rate_headers)
+        except ApiError as exc:
+            status = exc.status
+            err = {"message": exc.message, "code": exc.code}
+            if exc.errors:
+                err["errors"] = exc.errors
+            self._send(exc.status, json.dumps({"error": err}))
+        except Exception as exc:  # noqa: BLE001 - a server bug must still answer
+            status = 500
+            self._send(500, json.dumps({"error": {"message": f"fake server error: {exc!r}", "code": 2000}}))
+        finally:
+            with fake._lock:
+                fake.requests.append(RequestRecord("GET", path, query, status, self.headers.get("Accept", "")))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve a generated PagerDuty account locally")
+    parser.add_argument("--incidents", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--start", default="2024-03-01T00:00:00Z")
+    parser.add_argument("--days", type=float, default=7)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--token", default="test-token")
+    parser.add_argument("--base-path", default="")
+    parser.add_argument("--rate-limit", type=int, default=960)
+    parser.add_argument("--warm", action="store_true", help="pre-serialize every incident and log entry")
+    args = parser.parse_args(argv)
+    start = datetime.fromisoformat(args.start)
+    account = generate_account(args.incidents, args.seed, start, start + timedelta(days=args.days))
+    server = FakePagerDuty(account, token=args.token, base_path=args.base_path, port=args.port,
+                           rate_limit=args.rate_limit)
+    if args.warm:
+        server.warm()
+    server.start()
+    print(server.url, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
