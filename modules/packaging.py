@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -95,16 +96,22 @@ def layer_dependencies(architecture: str, requirements: Path = LAYER_REQUIREMENT
     complete = target.with_name(f"{key}.complete")
     if complete.is_file() and target.is_dir():
         return target
-    shutil.rmtree(target, ignore_errors=True)
+    # Install beside the target and rename into place, so concurrent synths never see a partial tree.
+    staging = target.with_name(f"{key}.{os.getpid()}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
     command = [
         sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
-        "--target", str(target), "--platform", _PLATFORM_TAG[architecture], "--implementation", "cp",
+        "--target", str(staging), "--platform", _PLATFORM_TAG[architecture], "--implementation", "cp",
         "--python-version", python_version, "--only-binary=:all:", "--require-hashes", "-r", str(requirements),
     ]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     if completed.returncode != 0:
-        shutil.rmtree(target, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
         raise RuntimeError(f"building layer dependencies from {requirements} failed:\n{completed.stderr.strip()}")
+    try:
+        staging.rename(target)
+    except OSError:  # another process finished first: its tree is identical
+        shutil.rmtree(staging, ignore_errors=True)
     complete.write_text("ok\n")
     return target
 
