@@ -54,7 +54,7 @@ def test_checkov_finds_no_failed_checks(synth_dir: Path, tmp_path: Path, stack: 
     failed = [f"{c['check_id']} {c['resource']}: {c['check_name']}" for c in report["results"]["failed_checks"]]
     assert summary["parsing_errors"] == 0
     assert failed == [] and summary["failed"] == 0
-    assert summary["passed"] > 100  # it really looked at the resources
+    assert summary["passed"] > 20  # it really looked at the resources
 
 
 @pytest.mark.parametrize("stack", ["stepfuncproject-dev", "stepfuncproject-state"])
