@@ -24,16 +24,19 @@ AWS_PROVIDER_VERSION = ">= 5.100.0, < 7.0.0"
 TERRAFORM_VERSION = ">= 1.10.0"  # the S3 backend's use_lockfile arrived in 1.10
 
 
+def configure_aws(stack: TerraformStack, region: str, tags: dict[str, str]) -> None:
+    """The AWS provider with default tags, and the Terraform/provider versions every stack pins."""
+    AwsProvider(stack, "aws", region=region, default_tags=[AwsProviderDefaultTags(tags=tags)])
+    stack.add_override("terraform.required_providers.aws", {"source": "hashicorp/aws", "version": AWS_PROVIDER_VERSION})
+    stack.add_override("terraform.required_version", TERRAFORM_VERSION)
+
+
 class PipelineStack(TerraformStack):
     def __init__(self, scope: Construct, settings: Settings, backend: dict[str, Any] | None = None) -> None:
         super().__init__(scope, settings.stack_name)
         self.settings = settings
-        AwsProvider(self, "aws", region=settings.region, default_tags=[AwsProviderDefaultTags(tags={
-            "Project": settings.project, "Environment": settings.environment, "ManagedBy": "cdktf",
-            **settings.tags,
-        })])
-        self.add_override("terraform.required_providers.aws", {"source": "hashicorp/aws", "version": AWS_PROVIDER_VERSION})
-        self.add_override("terraform.required_version", TERRAFORM_VERSION)
+        configure_aws(self, settings.region, {"Project": settings.project, "Environment": settings.environment,
+                                              "ManagedBy": "cdktf", **settings.tags})
         if backend is not None:
             self._use_backend(backend)
 

@@ -20,7 +20,6 @@ from cdktf_cdktf_provider_aws.dynamodb_table import (
 )
 from cdktf_cdktf_provider_aws.kms_alias import KmsAlias
 from cdktf_cdktf_provider_aws.kms_key import KmsKey
-from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags
 from cdktf_cdktf_provider_aws.s3_bucket import S3Bucket
 from cdktf_cdktf_provider_aws.s3_bucket_lifecycle_configuration import (
     S3BucketLifecycleConfiguration,
@@ -43,7 +42,7 @@ from cdktf_cdktf_provider_aws.s3_bucket_server_side_encryption_configuration imp
 from cdktf_cdktf_provider_aws.s3_bucket_versioning import S3BucketVersioningA, S3BucketVersioningVersioningConfiguration
 from constructs import Construct
 
-from modules.stack import AWS_PROVIDER_VERSION, TERRAFORM_VERSION
+from modules.stack import configure_aws
 
 STACK_NAME = "stepfuncproject-state"
 # Relative to the stack's working directory (cdktf.out/stacks/<stack>): state/ at the project root,
@@ -56,10 +55,8 @@ class StateBackendStack(TerraformStack):
     def __init__(self, scope: Construct, backend: dict[str, Any], project: str = "stepfuncproject") -> None:
         super().__init__(scope, STACK_NAME)
         LocalBackend(self, path=LOCAL_STATE_PATH)
-        AwsProvider(self, "aws", region=backend["region"], default_tags=[AwsProviderDefaultTags(tags={
-            "Project": project, "Environment": "shared", "ManagedBy": "cdktf", "Purpose": "terraform-state"})])
-        self.add_override("terraform.required_providers.aws", {"source": "hashicorp/aws", "version": AWS_PROVIDER_VERSION})
-        self.add_override("terraform.required_version", TERRAFORM_VERSION)
+        configure_aws(self, backend["region"], {"Project": project, "Environment": "shared", "ManagedBy": "cdktf",
+                                                "Purpose": "terraform-state"})
         account_id = DataAwsCallerIdentity(self, "caller").account_id
         partition = DataAwsPartition(self, "partition").partition
 
