@@ -137,8 +137,9 @@ def test_token_bucket_keeps_below_the_limit(server):
     assert repr(client).find(TOKEN) == -1
 
 
-def test_db_connection_dropped_mid_transaction_then_rerun_completes(env, db, server, pg):
+def test_db_connection_dropped_mid_transaction_then_rerun_completes(env, db, server, pg, monkeypatch):
     """A trigger terminates the loader's own backend inside an incident batch transaction."""
+    monkeypatch.setattr(steps, "WRITE_BATCH_ITEMS", 100)  # one page per transaction: several batches
     r1 = steps.start_run(envelope(WEEK), env=env)
     assert r1["success"]
     admin = pg.admin_connect()
@@ -188,17 +189,20 @@ def assert_matches_account_partial(db, acc, ids):
         assert count(db, "log_entries", "incident_id = :i AND type = 'trigger_log_entry'", i=inc_id) == 1
 
 
-def test_db_server_stopped_mid_load_then_rerun_completes(pg, secrets_arns, db):
+def test_db_server_stopped_mid_load_then_rerun_completes(pg, secrets_arns, db, monkeypatch):
     """Stop PostgreSQL while step 2 runs (from the fake server's request path), then restart and rerun."""
+    monkeypatch.setattr(steps, "WRITE_BATCH_ITEMS", 100)  # one page per transaction: several batches
     from tests.pipeline.conftest import make_env
     with make_server(n_incidents=600, seed=8) as server:
         env = make_env(pg, secrets_arns, server)
         r1 = steps.start_run(envelope(WEEK), env=env)
         assert r1["success"]
         stopped = threading.Event()
+        watcher = pg.connect()
 
-        def on_call(n):
-            if n == 4 and not stopped.is_set():
+        def on_call(_n):  # once the first batch is committed (the writer runs in its own thread)
+            if not stopped.is_set() and watcher.run("SELECT count(*) FROM pagerduty.incidents")[0][0] >= 100:
+                watcher.close()
                 pg.stop(mode="fast")
                 stopped.set()
 

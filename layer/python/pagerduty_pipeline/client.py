@@ -5,12 +5,15 @@ connection per client. It adds no dependency to the layer, keeps TLS connections
 the thousands of paged requests of a load (``urllib.request`` opens a new connection per request),
 and leaves retries, rate limiting and timeouts entirely to this module. urllib3 is present in the
 Lambda runtime only as a transitive dependency of boto3, in a version we do not control.
+
+JSON decoding: orjson (a layer dependency). A load is dominated by decoding PagerDuty's pages
+(log entries with ``include[]=incidents`` run to ~350 KB per page); orjson decodes them in about
+half the time of the standard library, and its errors are ``ValueError`` subclasses.
 """
 
 from __future__ import annotations
 
 import http.client
-import json
 import logging
 import random
 import socket
@@ -18,6 +21,8 @@ import ssl
 import time
 from typing import Callable, Iterable, Iterator
 from urllib.parse import urlencode, urlsplit
+
+import orjson
 
 from .errors import PagerDutyError
 
@@ -159,7 +164,7 @@ class PagerDutyClient:
             self._note_rate_headers(resp_headers)
             if 200 <= status < 300:
                 try:
-                    data = json.loads(body)
+                    data = orjson.loads(body)
                     if not isinstance(data, dict):
                         raise ValueError("top-level JSON is not an object")
                     return data
@@ -254,7 +259,7 @@ def _number(value) -> float | None:
 
 def _error_of(body: bytes) -> tuple[str, int | None]:
     try:
-        data = json.loads(body)
+        data = orjson.loads(body)
         err = data.get("error") if isinstance(data, dict) else None
         if isinstance(err, dict):
             msg = str(err.get("message") or "error")

@@ -8,9 +8,10 @@ batch (incidents + assignments + teams + log entries + stub references) is one t
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from datetime import datetime
+
+import orjson
 
 from .db import transaction
 
@@ -86,7 +87,7 @@ def parse_ts(value) -> datetime | None:
 
 
 def _dumps(rows) -> str:
-    return json.dumps(rows, separators=(",", ":"))
+    return orjson.dumps(rows).decode()
 
 
 def _dim_row(kind: str, obj: dict, stub: bool) -> dict:

@@ -33,6 +33,7 @@ WATERMARK_OVERLAP = timedelta(hours=1)
 MAX_WINDOW = timedelta(days=180)
 SPLIT_TARGET = 8_000  # aim sub-windows at this many rows, leaving room under the 10,000 cap
 DETAIL_BATCH = 25
+WRITE_BATCH_ITEMS = 1_000  # API items per transaction (10 pages)
 INCIDENT_INCLUDES = ["assignees", "services", "teams", "priorities", "escalation_policies",
                      "first_trigger_log_entries"]
 DIMENSION_ENDPOINTS = [("teams", "/teams", "teams"), ("users", "/users", "users"),
@@ -211,23 +212,57 @@ class _Loader2:
     def out_of_time(self) -> bool:
         return remaining_ms(self.context) < self.cfg.time_margin_ms
 
-    def paged_phase(self, path: str, key: str, base_params: list, handle_page) -> bool:
+    def paged_phase(self, path: str, key: str, base_params: list, write) -> bool:
         """Walk the cursor's sub-windows with classic paging; split a window whose total would pass
-        the offset cap. While a page is written, the next one is fetched in a helper thread
-        (one request in flight at most, as PagerDuty advises). Returns False when stopped for time."""
+        the offset cap. Three stages overlap: a helper thread fetches and decodes the next page
+        (one request in flight at most, as PagerDuty advises), this thread collects pages into
+        batches of ``WRITE_BATCH_ITEMS`` items, and a writer thread writes each batch in one
+        transaction (PostgreSQL's cost is mostly per statement) on the only connection. The cursor
+        advances only past committed batches. Returns False when stopped for time."""
         c = self.cursor
+        windows, offset = list(c["windows"]), int(c.get("offset", 0))  # position after the collected pages
+        collected: list[dict] = []
+        totals = 0
+        writing: list = []  # futures of submitted batches, oldest first
 
-        def fetch(window, offset):
+        def fetch(window, at):
             params = [("since", window[0]), ("until", window[1]), ("time_zone", "UTC")] + base_params
-            return self.client.page(path, key, params, offset, MAX_LIMIT, total=offset == 0)
+            return self.client.page(path, key, params, at, MAX_LIMIT, total=at == 0)
 
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        failed: list[BaseException] = []
+
+        def commit(items: list[dict], position: tuple[list, int], api_total: int) -> None:
+            if failed:  # an earlier batch failed: never commit past it
+                raise PipelineError("an earlier batch failed", "db_error")
+            try:
+                if items:
+                    write(items)
+            except BaseException as exc:
+                failed.append(exc)
+                raise
+            if api_total:
+                self.add(f"{key}_api_total", api_total)
+            c["windows"], c["offset"] = position
+
+        def submit() -> None:
+            nonlocal collected, totals
+            while len(writing) >= 2:  # bound memory: one batch writing, one waiting
+                writing.pop(0).result()
+            writing.append(writer.submit(commit, collected, (list(windows), offset), totals))
+            collected, totals = [], 0
+
+        fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
         ahead = None  # ((since, until, offset), future)
+        stopped = False
         try:
-            while c["windows"]:
+            while windows:
                 if self.out_of_time():
-                    return False
-                window, offset = c["windows"][0], c.get("offset", 0)
+                    stopped = True
+                    break
+                if writing and writing[0].done():
+                    writing.pop(0).result()  # surface a failed write now
+                window = windows[0]
                 if ahead is not None and ahead[0] == (window[0], window[1], offset):
                     items, more, total = ahead[1].result()
                 else:
@@ -238,30 +273,33 @@ class _Loader2:
                 if offset == 0 and total is not None and total > OFFSET_CAP:
                     pieces = _split(window, math.ceil(total / SPLIT_TARGET))
                     _log("window_split", path=path, window=window, total=total, pieces=len(pieces))
-                    c["windows"] = pieces + c["windows"][1:]
+                    windows = pieces + windows[1:]
                     self.add(f"{key}_window_splits", 1)
                     continue
-                # where the cursor goes after this page
-                windows, next_offset = list(c["windows"]), 0
+                if offset == 0 and total is not None:
+                    totals += total
+                # where the walk goes after this page
                 if more and items:
-                    next_offset = offset + len(items)
-                    if next_offset + MAX_LIMIT > OFFSET_CAP:  # grew past the cap while paging: split the rest
-                        windows = _split(window, 2) + windows[1:]
-                        next_offset = 0
+                    offset += len(items)
+                    if offset + MAX_LIMIT > OFFSET_CAP:  # grew past the cap while paging: split the rest
+                        windows, offset = _split(window, 2) + windows[1:], 0
                 else:
-                    windows.pop(0)
+                    windows, offset = windows[1:], 0
                 if windows and remaining_ms(self.context) - self.cfg.time_margin_ms > 0:
                     nxt = windows[0]
-                    ahead = ((nxt[0], nxt[1], next_offset), pool.submit(fetch, nxt, next_offset))
-                handle_page(items)
-                if offset == 0 and total is not None:
-                    self.add(f"{key}_api_total", total)
-                c["windows"], c["offset"] = windows, next_offset
-            return True
+                    ahead = ((nxt[0], nxt[1], offset), fetcher.submit(fetch, nxt, offset))
+                collected.extend(items)
+                if len(collected) >= WRITE_BATCH_ITEMS:
+                    submit()
+            submit()
+            while writing:
+                writing.pop(0).result()
+            return not stopped
         finally:
             if ahead is not None:
                 _drain(ahead[1])
-            pool.shutdown(wait=True)
+            fetcher.shutdown(wait=True)
+            writer.shutdown(wait=True, cancel_futures=True)  # after a failure, later batches never run
 
     def incident_page(self, items: list[dict]) -> None:
         entries = []
