@@ -1,5 +1,7 @@
 # One-command entry points; each sets up what it needs first (idempotent, fast when already done).
-#   make run    synthesize every environment and validate it (Terraform, asl-validator, statelint)
+#   make run    synthesize every environment, validate it (Terraform, asl-validator, statelint), then run the
+#               dev workflow locally: its state machine in moto with the real Lambdas, a throwaway PostgreSQL
+#               and a sample PagerDuty account (docs/local-run.md; PAGERDUTY_TOKEN / DATABASE_URL switch them)
 #   make test   the whole test suite (what CI runs)
 SHELL := /bin/bash
 export PIPENV_VENV_IN_PROJECT := 1
@@ -10,7 +12,7 @@ PYTHON_VERSION := 3.13
 PIPENV := python3 -m pipenv
 CHECKOV := .tools/checkov/bin/checkov
 
-.PHONY: setup python-env node-env tools run synth validate test bench clean
+.PHONY: setup python-env node-env tools run synth validate test bench clean rehearse
 
 setup: python-env node-env tools
 
@@ -38,10 +40,16 @@ synth: python-env
 validate: synth
 	$(PIPENV) run python -m tools.validate cdktf.out
 
-run: setup validate
+run: setup
+	$(PIPENV) run python -m tools.local_run --all --outdir cdktf.out $(RUN_ARGS)
 
 test: setup
 	$(PIPENV) run pytest -n 2 $(PYTEST_ARGS)
+
+# Deploy rehearsal: terraform apply of the dev stack into moto in-process, the workflow run through the
+# deployed state machine, a second plan that must be empty, destroy (docs/rehearsal.md). ~3-4 minutes.
+rehearse: python-env
+	$(PIPENV) run python -m tools.rehearsal $(REHEARSE_ARGS)
 
 bench: python-env
 	$(PIPENV) run python bench/synth_speed.py

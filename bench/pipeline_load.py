@@ -242,9 +242,17 @@ def bench(n: int, durable: bool, baseline: bool) -> None:
             print(f"            phases: incidents {c2.get('incidents_ms', 0) / 1000:.1f}s, log entries "
                   f"{c2.get('log_entries_ms', 0) / 1000:.1f}s, notes+alerts {c2.get('details_ms', 0) / 1000:.1f}s")
             cpu = CPU["step2"]
+            cores = os.cpu_count() or 1
             print(f"            CPU during step 2: loader process {cpu[0]:.1f}s, PostgreSQL {cpu[1]:.1f}s, "
-                  f"fake server {cpu[2]:.1f}s (wall {secs:.1f}s, 2 cores shared with other work: load "
-                  f"{os.getloadavg()[0]:.1f})")
+                  f"fake server {cpu[2]:.1f}s (wall {secs:.1f}s, {cores} cores; load {os.getloadavg()[0]:.1f})")
+            # what this machine could do at best: all CPU work spread perfectly over every core
+            floor = sum(cpu) / cores
+            print(f"            CPU-bound ceiling here: {incidents / floor:,.0f} incidents/s (all {sum(cpu):.1f} CPU-s "
+                  f"spread over {cores} cores); PostgreSQL alone on one core: {incidents / max(cpu[1], 1e-9):,.0f}/s")
+            paged = (c2.get("incidents_ms", 0) + c2.get("log_entries_ms", 0)) / 1000
+            details = c2.get("details_ms", 0) / 1000
+            print(f"            incidents + log entries phases: {incidents / max(paged, 1e-9):,.0f} incidents/s; "
+                  f"notes+alerts phase: {(with_notes + with_alerts) / max(details, 1e-9):,.0f} serial requests/s")
             conn.close()
             if baseline:
                 nv = naive_load(pg, url, window)

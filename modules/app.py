@@ -15,13 +15,14 @@ from modules.state_backend import StateBackendStack
 DEFINITION_FILE = "state-machine.asl.json"
 
 
-def synthesize(settings: list[Settings], outdir: Path, backend: dict[str, Any]) -> list[Path]:
+def synthesize(settings: list[Settings], outdir: Path, backend: dict[str, Any],
+               allow_state_destroy: bool = False) -> list[Path]:
     """Synthesize the state bootstrap stack and one pipeline stack per environment into outdir.
 
     Returns each stack's folder; pipeline stacks also get state-machine.asl.json for review.
     """
     app = App(outdir=str(outdir))
-    bootstrap = StateBackendStack(app, backend, project=settings[0].project)
+    bootstrap = StateBackendStack(app, backend, project=settings[0].project, allow_destroy=allow_state_destroy)
     stacks = [PipelineStack(app, environment, backend) for environment in settings]
     app.synth()
     folders = [outdir / "stacks" / stack.settings.stack_name for stack in stacks]

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,8 @@ def write_zip(roots: list[tuple[Path, str]], target: Path) -> Package:
     if not entries:
         raise ValueError(f"nothing to package in {', '.join(str(folder) for folder, _ in roots)}")
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
+    # a name of this process's own: parallel synths (pytest-xdist, several checkouts' tools) share .build/
+    partial = target.with_name(f"{target.stem}.{os.getpid()}.{threading.get_ident()}.partial")
     with zipfile.ZipFile(partial, "w") as archive:
         for name in sorted(entries):
             info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
@@ -70,8 +72,8 @@ def write_zip(roots: list[tuple[Path, str]], target: Path) -> Package:
             info.create_system = 3
             info.external_attr = (0o100755 if entries[name].stat().st_mode & 0o111 else 0o100644) << 16
             archive.writestr(info, entries[name].read_bytes(), compresslevel=9)
+    digest = hashlib.sha256(partial.read_bytes()).digest()
     partial.replace(target)
-    digest = hashlib.sha256(target.read_bytes()).digest()
     return Package(target, base64.b64encode(digest).decode())
 
 

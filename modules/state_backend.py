@@ -52,7 +52,14 @@ NONCURRENT_VERSION_DAYS = 90  # how long superseded state versions are kept for 
 
 
 class StateBackendStack(TerraformStack):
-    def __init__(self, scope: Construct, backend: dict[str, Any], project: str = "stepfuncproject") -> None:
+    """The S3 state bucket and DynamoDB lock table, guarded against destroy.
+
+    ``allow_destroy`` is for retiring the backend only (README, "Remote state"): it lifts
+    ``prevent_destroy`` and the table's deletion protection and lets Terraform empty the bucket.
+    """
+
+    def __init__(self, scope: Construct, backend: dict[str, Any], project: str = "stepfuncproject",
+                 allow_destroy: bool = False) -> None:
         super().__init__(scope, STACK_NAME)
         LocalBackend(self, path=LOCAL_STATE_PATH)
         configure_aws(self, backend["region"], {"Project": project, "Environment": "shared", "ManagedBy": "cdktf",
@@ -71,7 +78,8 @@ class StateBackendStack(TerraformStack):
                      }))
         KmsAlias(self, "state_key_alias", name=f"alias/{project}-terraform-state", target_key_id=key.key_id)
 
-        bucket = S3Bucket(self, "state_bucket", bucket=backend["bucket"], lifecycle={"prevent_destroy": True})
+        bucket = S3Bucket(self, "state_bucket", bucket=backend["bucket"], force_destroy=allow_destroy or None,
+                          lifecycle={"prevent_destroy": not allow_destroy})
         S3BucketOwnershipControls(self, "state_bucket_ownership", bucket=bucket.id,
                                   rule=S3BucketOwnershipControlsRule(object_ownership="BucketOwnerEnforced"))
         S3BucketVersioningA(self, "state_bucket_versioning", bucket=bucket.id,
@@ -109,7 +117,7 @@ class StateBackendStack(TerraformStack):
             attribute=[DynamodbTableAttribute(name="LockID", type="S")],
             point_in_time_recovery=DynamodbTablePointInTimeRecovery(enabled=True),
             server_side_encryption=DynamodbTableServerSideEncryption(enabled=True, kms_key_arn=key.arn),
-            deletion_protection_enabled=True)
+            deletion_protection_enabled=not allow_destroy)
 
         TerraformOutput(self, "StateBucket", value=bucket.bucket, static_id=True,
                         description="S3 bucket holding the main stacks' state (backend.tf.json bucket)")

@@ -29,6 +29,8 @@ def validate_stack(folder: Path, terraform: str, scratch: Path) -> list[str]:
     if not result.get("valid"):
         problems.append("terraform validate: " + json.dumps(result.get("diagnostics", result), indent=2))
     definition = folder / "state-machine.asl.json"
+    if not definition.is_file():  # the bootstrap (state backend) stack has no state machine
+        return problems
     validators = {
         "asl-validator": [str(ROOT / "node_modules" / ".bin" / "asl-validator"), "--json-path", str(definition)],
         "statelint": [str(Path(sys.executable).with_name("statelint")), str(definition)],

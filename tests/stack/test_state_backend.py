@@ -52,3 +52,20 @@ def test_lock_table(stacks: dict[str, Stack]) -> None:
     assert table["point_in_time_recovery"] == {"enabled": True}
     assert table["server_side_encryption"]["enabled"] is True
     assert table["deletion_protection_enabled"] is True
+
+
+def test_destroy_guards_lift_only_with_the_retirement_flag(stacks: dict[str, Stack], tmp_path) -> None:
+    """`main.py --allow-state-destroy` changes exactly the three guards, nothing else."""
+    from tests.support.synth import BOOTSTRAP_STACK, load_stack, synthesize, without_metadata
+
+    retiring = without_metadata(load_stack(synthesize(tmp_path / "out", "--allow-state-destroy", "-e", "dev"),
+                                           BOOTSTRAP_STACK))
+    bucket = only(retiring["resource"], "aws_s3_bucket")
+    assert bucket.pop("force_destroy") is True
+    assert bucket.pop("lifecycle") == {"prevent_destroy": False}
+    assert only(retiring["resource"], "aws_dynamodb_table").pop("deletion_protection_enabled") is False
+    guarded = json.loads(json.dumps(stacks["state"]))
+    assert "force_destroy" not in only(guarded["resource"], "aws_s3_bucket")
+    del only(guarded["resource"], "aws_s3_bucket")["lifecycle"]
+    del only(guarded["resource"], "aws_dynamodb_table")["deletion_protection_enabled"]
+    assert retiring == guarded
