@@ -78,7 +78,7 @@ def test_error_handler_caught_states_error_with_plain_cause(env, db, server):
     r1 = steps.start_run(envelope(WEEK, name="e2"), env=env)
     state = {**r1, "error": {"Error": "States.Timeout", "Cause": "State timed out"}}
     out = steps.handle_error(envelope({"failed_step": "Step2", "state": state}, name="e2"), env=env)
-    assert out["error"] == "States.Timeout" and out["message"] == "State timed out"
+    assert out["error"] == "States.Timeout" and out["message"] == "Step2: State timed out"
     assert out["run_id"] == r1["run_id"] and out["recorded"]
 
 
@@ -104,7 +104,7 @@ def test_error_handler_when_database_is_unreachable(env, db, server):
     state = caught_state({"run_id": 7, "window": {}}, "connection refused")
     out = steps.handle_error(envelope({"failed_step": "Step2", "state": state}), env=bad_env)
     assert out["success"] is False and out["recorded"] is False
-    assert out["error"] == "Lambda.Unknown" and out["message"] == "RuntimeError: connection refused"
+    assert out["error"] == "Lambda.Unknown" and out["message"] == "Step2: RuntimeError: connection refused"
     assert out["run_id"] == 7
     out = steps.handle_error(envelope({"failed_step": "Step1", "state": "garbage"}), env={})
     assert isinstance(out["error"], str) and isinstance(out["message"], str) and out["success"] is False
@@ -151,4 +151,4 @@ def test_lambda_handlers_wire_the_steps_through_the_environment(env, db, server,
     assert db.run("SELECT status FROM pagerduty.pipeline_runs")[0][0] == "succeeded"
     out = he(envelope({"failed_step": "Step3", "state": {**r3, "success": False, "error": "x", "message": "y"}},
                       name="h"), None)
-    assert out["error"] == "x" and out["message"] == "y" and out["run_id"] == r1["run_id"]
+    assert out["error"] == "x" and out["message"] == "Step3: y" and out["run_id"] == r1["run_id"]

@@ -264,3 +264,18 @@ def test_context_none_means_no_time_limit(env, db, server):
     r1 = steps.start_run(envelope(WEEK), None, env=env)
     r2 = steps.load_incidents(envelope(r1), None, env=env)
     assert r2["success"] and r2["complete"] and r2["cursor"] is None
+
+
+def test_step2_without_time_to_work_fails_instead_of_looping(pg, secrets_arns, db):
+    """A margin larger than the time left would make the workflow call step 2 forever: fail clearly."""
+    from tests.pipeline.conftest import make_env
+    with make_server(n_incidents=50, seed=5) as server:
+        env = make_env(pg, secrets_arns, server)
+        r1 = steps.start_run(envelope(WEEK), env=env)
+        requests_before = server.request_count()
+        r2 = steps.load_incidents(envelope(r1, state="Step2"), FakeContext(remaining=lambda: 5_000), env=env)
+        assert r2["success"] is False and r2["error"] == "no_progress", r2
+        assert "PIPELINE_TIME_MARGIN_MS (60000 ms)" in r2["message"]
+        assert server.request_count() == requests_before
+        assert count(db, "incidents") == 0
+        assert db.run("SELECT status, error FROM pagerduty.pipeline_runs")[0] == ["failed", "no_progress"]

@@ -32,12 +32,12 @@ def assert_recorded_failure(db, outcome, state: str, error: str) -> dict:
     assert call.event["input"]["failed_step"] == state
     assert call.event["state_name"] == "HandleError"
     assert outcome.run.status == "FAILED" and outcome.run.error == error
-    assert outcome.run.cause == handled["message"]
+    assert outcome.run.cause == handled["message"] and handled["message"].startswith(f"{state}: ")
     if handled["run_id"] is not None:
         assert handled["recorded"] is True
         (row,) = pipeline_runs(db)
-        assert (row["status"], row["step"], row["error"], row["message"]) == ("failed", state, error,
-                                                                              handled["message"])
+        assert (row["status"], row["step"], row["error"], row["message"]) == (
+            "failed", state, error, handled["message"].removeprefix(f"{state}: "))
         assert row["execution_id"] == outcome.run.execution_arn
     return handled
 
@@ -116,7 +116,7 @@ def test_a_step_reporting_failure_goes_to_the_error_handler(run_workflow, db, pa
     (result,) = outcome.results(folder)
     assert result["success"] is False and result["error"] == error
     handled = assert_recorded_failure(db, outcome, state, error)
-    assert handled["message"] == result["message"]
+    assert handled["message"] == f"{state}: {result['message']}"
     assert db.run("SELECT count(*) FROM pagerduty.watermarks")[0][0] == 0
     if folder == "lambda_3":
         assert "resolved_consistency" in result["failed_checks"]
@@ -156,7 +156,7 @@ def test_a_step_raising_is_caught_and_recorded(run_workflow, db):
     assert len(outcome.lambdas.calls(outcome.workflow.function_arns["lambda_2"])) == 1
     assert outcome.lambdas.retry_waits == []
     handled = assert_recorded_failure(db, outcome, "FetchIncidents", "RuntimeError")
-    assert handled["message"] == "RuntimeError: disk on fire"
+    assert handled["message"] == "FetchIncidents: RuntimeError: disk on fire"
 
 
 # -- Lambda service errors: the definition's Retry, then its Catch ------------------------------------

@@ -428,6 +428,7 @@ def load_incidents(event, context=None, *, env=None, sleep=time.sleep) -> dict:
         token = aws_secrets.get_pagerduty_token(cfg.pagerduty_token_secret_arn)
         client = make_client(cfg, token, sleep)
         requests_before = int(counts.get("api_requests", 0))
+        cursor_before = json.dumps(cursor, sort_keys=True)
         state = _Loader2(cfg, conn, client, carry, cursor, counts, context)
         runs.set_step(conn, run_id, "lambda_2")
         filters = carry.get("filters") or {}
@@ -449,6 +450,12 @@ def load_incidents(event, context=None, *, env=None, sleep=time.sleep) -> dict:
         if done and cursor["phase"] == "details":
             done = state.details()
             _phase_time(counts, "details_ms", t0)
+        if not done and json.dumps(cursor, sort_keys=True) == cursor_before:
+            # the workflow would call step 2 again and again until its own timeout
+            raise PipelineError(f"lambda_2 stopped for time before loading anything: "
+                                f"{remaining_ms(context):.0f} ms left is within PIPELINE_TIME_MARGIN_MS "
+                                f"({cfg.time_margin_ms} ms); raise the function timeout or lower the margin",
+                                "no_progress")
         counts["db_ms"] = int(counts.get("db_ms", 0)) + int(state.loader.db_seconds * 1000)
         counts["rows_written"] = int(counts.get("rows_written", 0)) + state.loader.rows_written
         counts["api_requests"] = requests_before + client.request_count
@@ -582,5 +589,6 @@ def handle_error(event, context=None, *, env=None) -> dict:
         close_quietly(conn)
     log.error(json.dumps({"event": "run_failed", "execution_id": meta.get("execution_id"), "run_id": run_id,
                           "failed_step": failed_step, "error": error, "message": message, "recorded": recorded}))
-    return {"success": False, "error": error, "message": message, "failed_step": failed_step, "run_id": run_id,
-            "recorded": recorded}
+    # the message becomes the failed execution's cause: name the step there too
+    return {"success": False, "error": error, "message": f"{failed_step}: {message}", "failed_step": failed_step,
+            "run_id": run_id, "recorded": recorded}
