@@ -67,7 +67,7 @@ def test_error_handler_caught_exception_in_step1(env, db, server):
     out = steps.handle_error(envelope({"failed_step": "Step1", "state": state}, name="e1", state="HandleError"),
                              env=env)
     assert out == {"success": False, "error": "Sandbox.Timedout",
-                   "message": "Sandbox.Timedout: Task timed out after 600.00 seconds", "failed_step": "Step1",
+                   "message": "Step1: Sandbox.Timedout: Task timed out after 600.00 seconds", "failed_step": "Step1",
                    "run_id": r1["run_id"], "recorded": True}
     run = db.run("SELECT status, step, error, message, finished_at IS NOT NULL FROM pagerduty.pipeline_runs")[0]
     assert run == ["failed", "Step1", "Sandbox.Timedout", "Sandbox.Timedout: Task timed out after 600.00 seconds",
