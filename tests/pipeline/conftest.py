@@ -3,7 +3,6 @@ fake PagerDuty server per test. Tests talk to both over the network; nothing is 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from datetime import datetime, timezone
@@ -14,7 +13,7 @@ from moto import mock_aws
 
 from pagerduty_pipeline import steps
 from tests.support.fake_pagerduty import FakePagerDuty, generate_account
-from tests.support.postgres import throwaway_postgres
+from tests.support.postgres import empty_pipeline_schema, throwaway_postgres
 
 UTC = timezone.utc
 TOKEN = "pd-test-token-0123456789"
@@ -65,12 +64,8 @@ def secrets_arns(pg, aws_test_env):
 
 @pytest.fixture
 def db(pg):
-    """A connection to a database with no pagerduty schema (reset before each test)."""
-    conn = pg.connect()
-    conn.run("DROP SCHEMA IF EXISTS pagerduty CASCADE")
-    yield conn
-    with contextlib.suppress(Exception):
-        conn.close()
+    with empty_pipeline_schema(pg) as conn:
+        yield conn
 
 
 def make_server(n_incidents=120, seed=3, **kwargs) -> FakePagerDuty:

@@ -210,3 +210,15 @@ def throwaway_postgres(
         if instance is not None and started:
             instance.stop(mode="immediate")
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def empty_pipeline_schema(instance: PostgresInstance) -> Iterator[pg8000.native.Connection]:
+    """A connection to the instance's database with no `pagerduty` schema: each test starts from nothing."""
+    conn = instance.connect()
+    conn.run("DROP SCHEMA IF EXISTS pagerduty CASCADE")
+    try:
+        yield conn
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()

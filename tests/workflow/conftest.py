@@ -6,7 +6,6 @@ function ARNs replaced by moto's; retry waits are recorded instead of slept (InP
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from tests.support.fake_pagerduty import Account, FakePagerDuty, generate_accoun
 from tests.support.lambda_runtime import (
     Database, InProcessLambdas, LocalWorkflow, SynthesizedWorkflow, WorkflowRun,
 )
-from tests.support.postgres import throwaway_postgres
+from tests.support.postgres import empty_pipeline_schema, throwaway_postgres
 from tests.support.synth import synthesize
 
 UTC = timezone.utc
@@ -50,11 +49,8 @@ def pg(synthesized: SynthesizedWorkflow):
 
 @pytest.fixture
 def db(pg):
-    conn = pg.connect()
-    conn.run("DROP SCHEMA IF EXISTS pagerduty CASCADE")
-    yield conn
-    with contextlib.suppress(Exception):
-        conn.close()
+    with empty_pipeline_schema(pg) as conn:
+        yield conn
 
 
 @pytest.fixture
