@@ -64,15 +64,20 @@ def test_pull_request_workflow():
 
 
 def test_deploy_workflow():
+    """Plan in one job, approve, then apply exactly that job's saved plans in another."""
     doc = load("deploy.yml")
     assert doc[True]["push"]["branches"] == ["main"]
-    job = doc["jobs"]["deploy"]
-    assert job["environment"] == "production"
-    assert job["permissions"]["id-token"] == "write"
     assert doc["concurrency"]["cancel-in-progress"] is False
-    runs = [s.get("run", "") for s in steps(doc)]
-    plan_step = next(i for i, r in enumerate(runs) if "review.plan_all" in r)
-    apply_step = next(i for i, r in enumerate(runs) if "apply" in r and "tfplan" in r)
-    assert plan_step < apply_step
-    assert "--lock" in runs[plan_step]
-    assert "-auto-approve" not in runs[apply_step]  # applying a saved plan needs no approval flag
+    plan, apply = doc["jobs"]["plan"], doc["jobs"]["apply"]
+    assert "environment" not in plan and apply["environment"] == "production" and apply["needs"] == "plan"
+    assert plan["permissions"]["id-token"] == apply["permissions"]["id-token"] == "write"
+    plan_runs = [s.get("run", "") for s in plan["steps"]]
+    assert any("review.plan_all" in r and "--lock" in r for r in plan_runs)
+    assert any("GITHUB_STEP_SUMMARY" in r for r in plan_runs)
+    uploaded = next(s for s in plan["steps"] if s.get("uses", "").startswith("actions/upload-artifact@"))
+    downloaded = next(s for s in apply["steps"] if s.get("uses", "").startswith("actions/download-artifact@"))
+    assert uploaded["with"]["name"] == downloaded["with"]["name"] == "deploy-plans"
+    apply_runs = [s.get("run", "") for s in apply["steps"]]
+    (applying,) = [r for r in apply_runs if " apply " in r]
+    assert "tfplan" in applying and "-auto-approve" not in applying  # a saved plan needs no approval flag
+    assert not any("plan_all" in r for r in apply_runs)  # nothing is re-planned after the approval

@@ -1,0 +1,196 @@
+"""Each gap of tests/support/moto_gaps.py: moto (pinned) still lacks the behaviour, and the patch supplies it.
+
+A `test_moto_still_lacks_*` failing after a moto upgrade means moto now does it itself: drop that patch
+(and its tests) from tests/support/moto_gaps.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+import zipfile
+from importlib.metadata import version
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from tests.support import moto_gaps
+
+REGION = "eu-west-2"
+DEFINITION = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}})
+ROLE = "arn:aws:iam::123456789012:role/rehearsal-role"
+
+
+@pytest.fixture(autouse=True)
+def aws_credentials(monkeypatch):
+    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+
+
+def client(service: str):
+    return boto3.client(service, region_name=REGION)
+
+
+def unique(name: str) -> str:
+    """An enclosing mock_aws (another suite's session fixture in the same worker) keeps data between tests."""
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def test_moto_is_the_pinned_version():
+    assert version("moto") == moto_gaps.MOTO_VERSION, "moto changed: re-check every gap below, then update MOTO_VERSION"
+
+
+# -- gap 1: ValidateStateMachineDefinition ---------------------------------------------------------
+def validate():
+    return client("stepfunctions").validate_state_machine_definition(definition=DEFINITION, type="STANDARD")
+
+
+@mock_aws
+def test_moto_still_lacks_validate_state_machine_definition():
+    with pytest.raises(NotImplementedError):
+        validate()
+
+
+@mock_aws
+def test_patch_validates_state_machine_definitions():
+    with moto_gaps.filled():
+        assert validate()["result"] == "OK"
+
+
+# -- gap 2: ListStateMachineVersions ---------------------------------------------------------------
+def state_machine_versions():
+    sfn = client("stepfunctions")
+    arn = sfn.create_state_machine(name=unique("m"), definition=DEFINITION, roleArn=ROLE)["stateMachineArn"]
+    return sfn.list_state_machine_versions(stateMachineArn=arn)
+
+
+@mock_aws
+def test_moto_still_lacks_list_state_machine_versions():
+    with pytest.raises(NotImplementedError):
+        state_machine_versions()
+
+
+@mock_aws
+def test_patch_lists_no_state_machine_versions():
+    with moto_gaps.filled():
+        assert state_machine_versions()["stateMachineVersions"] == []
+
+
+# -- gap 3: Lambda LoggingConfig -------------------------------------------------------------------
+LOGGING = {"LogFormat": "JSON", "ApplicationLogLevel": "INFO", "SystemLogLevel": "INFO", "LogGroup": "/custom/f"}
+
+
+def function_logging_config():
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("handler.py", "def handler(event, context):\n    return event\n")
+    iam = client("iam")
+    name = unique("f")
+    role = iam.create_role(RoleName=f"{name}-role", AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                "Principal": {"Service": "lambda.amazonaws.com"}}]}))["Role"]["Arn"]
+    lam = client("lambda")
+    lam.create_function(FunctionName=name, Runtime="python3.13", Role=role, Handler="handler.handler",
+                        Code={"ZipFile": buffer.getvalue()}, LoggingConfig=LOGGING)
+    return lam.get_function_configuration(FunctionName=name).get("LoggingConfig")
+
+
+@mock_aws
+def test_moto_still_drops_lambda_logging_config():
+    assert function_logging_config() != LOGGING
+
+
+@mock_aws
+def test_patch_keeps_lambda_logging_config():
+    with moto_gaps.filled():
+        assert function_logging_config() == LOGGING
+
+
+# -- gap 4: DB parameter Source ---------------------------------------------------------------------
+def parameter_sources():
+    rds = client("rds")
+    name = unique("pg")
+    rds.create_db_parameter_group(DBParameterGroupName=name, DBParameterGroupFamily="postgres17",
+                                  Description="d")
+    rds.modify_db_parameter_group(DBParameterGroupName=name, Parameters=[
+        {"ParameterName": "log_statement", "ParameterValue": "ddl", "ApplyMethod": "immediate"}])
+    return {p["ParameterName"]: p.get("Source") for p in
+            rds.describe_db_parameters(DBParameterGroupName=name)["Parameters"]}
+
+
+@mock_aws
+def test_moto_still_drops_db_parameter_source():
+    assert parameter_sources() == {"log_statement": None}
+
+
+@mock_aws
+def test_patch_reports_user_set_db_parameters():
+    with moto_gaps.filled():
+        assert parameter_sources() == {"log_statement": "user"}
+
+
+# -- gap 5: RDS Performance Insights on create -----------------------------------------------------
+def performance_insights():
+    rds = client("rds")
+    key = client("kms").create_key()["KeyMetadata"]["Arn"]
+    name = unique("db")
+    rds.create_db_instance(DBInstanceIdentifier=name, DBInstanceClass="db.t4g.micro", Engine="postgres",
+                           AllocatedStorage=20, MasterUsername="pipeline_admin", ManageMasterUserPassword=True,
+                           EnablePerformanceInsights=True, PerformanceInsightsKMSKeyId=key,
+                           PerformanceInsightsRetentionPeriod=7)
+    (instance,) = rds.describe_db_instances(DBInstanceIdentifier=name)["DBInstances"]
+    return (instance.get("PerformanceInsightsEnabled"), instance.get("PerformanceInsightsKMSKeyId") == key,
+            instance.get("PerformanceInsightsRetentionPeriod"))
+
+
+@mock_aws
+def test_moto_still_ignores_performance_insights_on_create():
+    assert performance_insights() != (True, True, 7)
+
+
+@mock_aws
+def test_patch_keeps_performance_insights_on_create():
+    with moto_gaps.filled():
+        assert performance_insights() == (True, True, 7)
+
+
+# -- gap 6: descriptions of rules that reference another security group ----------------------------
+def referencing_rule_descriptions():
+    ec2 = client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    a = ec2.create_security_group(GroupName="a", Description="a", VpcId=vpc)["GroupId"]
+    b = ec2.create_security_group(GroupName="b", Description="b", VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=a, IpPermissions=[{
+        "IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432,
+        "UserIdGroupPairs": [{"GroupId": b, "Description": "from b"}]}])
+    ec2.authorize_security_group_egress(GroupId=b, IpPermissions=[{
+        "IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432,
+        "UserIdGroupPairs": [{"GroupId": a, "Description": "to a"}]}])
+    rules = ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [a, b]}])
+    return sorted(r.get("Description") or "" for r in rules["SecurityGroupRules"]
+                  if r.get("ReferencedGroupInfo"))
+
+
+@mock_aws
+def test_moto_still_drops_referencing_rule_descriptions():
+    assert referencing_rule_descriptions() == ["", ""]
+
+
+@mock_aws
+def test_patch_keeps_referencing_rule_descriptions():
+    with moto_gaps.filled():
+        assert referencing_rule_descriptions() == ["from b", "to a"]
+
+
+def test_patches_are_undone_after_the_block():
+    from moto.stepfunctions.responses import StepFunctionResponse
+
+    with moto_gaps.filled():
+        assert hasattr(StepFunctionResponse, "validate_state_machine_definition")
+    assert not hasattr(StepFunctionResponse, "validate_state_machine_definition")
+

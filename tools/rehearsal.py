@@ -1,0 +1,546 @@
+"""Deploy rehearsal: apply the synthesized stack with real Terraform into a local AWS emulator, then run
+the whole workflow through the deployed state machine.
+
+    python -m tools.rehearsal [--environment dev] [--keep-plan tests/review/real/plan.json]
+
+Phases (each printed with its duration, then a verdict):
+
+  emulator  moto's ThreadedMotoServer in this process on a free loopback port, configured before anything
+            exists (state machines execute, Lambda without Docker, AWS managed IAM policies loaded), the
+            gaps of tests/support/moto_gaps.py filled, and the "existing" VPC and private subnets created
+            with exactly the IDs and availability zones the environment's settings name.
+  synth     `python main.py --environment <env>` (config/environments.json, unchanged) into a temp folder.
+  init      `terraform init` in a copy of the stack folder with two override files added: the provider's
+  plan      endpoints pointed at the emulator, and a local backend instead of S3. The synthesized JSON is
+  apply     not modified. `plan` keeps plan.json (--keep-plan copies it out).
+  serve     Each deployed function is served in-process with its real handler (lambdas/<folder>) and the
+            environment Terraform set on it; the database host/port go to a throwaway PostgreSQL whose
+            login matches the RDS-managed secret in the emulator, PagerDuty to a local fake server. The
+            token secret the stack creates empty is filled as an operator would.
+  happy     An execution started as the HTTP API integration would (its request parameters, read back from
+  failing   the emulator, applied to a request body) SUCCEEDS with the data loaded and validated; with
+  badbody   PagerDuty refusing step 2 it FAILS through the error handler; a bad body fails in step 1.
+  replan    `terraform plan -detailed-exitcode` must report no changes.
+  destroy   `terraform destroy`.
+
+Everything started is stopped and every temp folder removed, also when a phase fails or on Ctrl-C.
+Exit status 0 when every phase passed, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT / "layer" / "python") not in sys.path:  # the handlers import pagerduty_pipeline from the layer
+    sys.path.insert(0, str(ROOT / "layer" / "python"))
+
+from tools.terraform import terraform_env, terraform_path  # noqa: E402
+
+REGION = "eu-west-2"
+ACCOUNT_ID = "123456789012"
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal"}
+# Every service the stack's resources and data sources call, by the provider's endpoint names.
+ENDPOINT_SERVICES = ("apigatewayv2", "cloudwatchlogs", "ec2", "iam", "kms", "lambda", "rds", "secretsmanager",
+                     "sfn", "sts")
+PROVIDER_OVERRIDE = "zz_rehearsal_provider_override.tf.json"
+BACKEND_OVERRIDE = "zz_rehearsal_backend_override.tf.json"
+PAGERDUTY_TOKEN = "rehearsal-pagerduty-token"
+PD_START = datetime(2024, 3, 1, tzinfo=timezone.utc)
+TERRAFORM_TIMEOUT = 900
+EXECUTION_TIMEOUT = 180.0
+PHASES = ("emulator", "synth", "init", "plan", "apply", "serve", "happy", "failing", "badbody", "replan",
+          "destroy")
+
+
+class RehearsalError(Exception):
+    """A phase did not do what it must; the message says what was expected and what happened."""
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    seconds: float
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class Outcome:
+    phases: list[PhaseResult] = field(default_factory=list)
+    total_seconds: float = 0.0
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and len(self.phases) == len(PHASES) and all(p.ok for p in self.phases)
+
+
+# -- processes ----------------------------------------------------------------------------------------
+def run_terraform(binary: str, folder: Path, env: dict[str, str], *args: str, log: Path,
+                  timeout: int = TERRAFORM_TIMEOUT, ok_codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
+    """terraform in its own process group, so a timeout or Ctrl-C also ends its provider plugins."""
+    proc = subprocess.Popen([binary, *args], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    with log.open("a", encoding="utf-8") as fh:
+        fh.write(f"$ terraform {' '.join(args)}\n{stdout}{stderr}[exit {proc.returncode}]\n\n")
+    completed = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    if proc.returncode not in ok_codes:
+        tail = "\n".join((stderr.strip() or stdout.strip()).splitlines()[-40:])
+        raise RehearsalError(f"terraform {args[0]} exited {proc.returncode}:\n{tail}")
+    return completed
+
+
+# -- the emulator -------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def emulator() -> Iterator[str]:
+    """moto's server on a free 127.0.0.1 port, configured and gap-filled; yields its URL. Restores moto's
+    process-wide configuration and the environment afterwards."""
+    from moto.core.config import default_user_config
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+    from tests.support import moto_gaps
+    from tests.support.postgres import free_port
+
+    saved_config = copy.deepcopy(default_user_config)
+    werkzeug_log = logging.getLogger("werkzeug")
+    saved_level = werkzeug_log.level
+    werkzeug_log.setLevel(logging.WARNING)  # no line per request
+    server = None
+    try:
+        default_user_config["lambda"] = {"use_docker": False}           # invocations go to LambdaSimpleBackend
+        default_user_config["stepfunctions"] = {"execute_state_machine": True}
+        default_user_config["iam"] = {"load_aws_managed_policies": True}  # AmazonRDSEnhancedMonitoringRole
+        with moto_gaps.filled():
+            for _attempt in range(5):
+                port = free_port()
+                server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+                try:
+                    server.start()
+                    break
+                except OSError:  # taken in the meantime
+                    server = None
+            if server is None:
+                raise RehearsalError("the emulator found no free port")
+            # moto's state machine interpreter calls Lambda through boto3 at localhost:$MOTO_PORT.
+            with mock.patch.dict(os.environ, {"MOTO_PORT": str(port)}):
+                yield f"http://127.0.0.1:{port}"
+    finally:
+        if server is not None:
+            server.stop()
+        werkzeug_log.setLevel(saved_level)
+        default_user_config.clear()
+        default_user_config.update(saved_config)
+        _reset_moto_backends()
+
+
+def _reset_moto_backends() -> None:
+    """Drop everything the rehearsal created in moto's in-process backends (other code may share them)."""
+    from moto.awslambda_simple.models import lambda_simple_backends
+    from moto.backends import get_backend
+    from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+    backends = [lambda_simple_backends, stepfunctions_parser_backends]
+    backends += [get_backend(service) for service in  # type: ignore[call-overload]
+                 ("apigatewayv2", "ec2", "iam", "kms", "lambda", "logs", "rds", "secretsmanager", "stepfunctions",
+                  "sts")]
+    for backend in backends:
+        with contextlib.suppress(Exception):
+            backend.reset()
+
+
+def aws_client(url: str, service: str) -> Any:
+    import boto3
+
+    return boto3.client(service, endpoint_url=url, region_name=REGION, aws_access_key_id="rehearsal",
+                        aws_secret_access_key="rehearsal")
+
+
+def create_network(url: str, vpc_id: str, subnet_ids: tuple[str, ...]) -> None:
+    """The 'existing' VPC and private subnets, with the IDs the settings name (moto makes random ones:
+    its ID generators are pinned for these calls), one availability zone per subnet."""
+    ec2 = aws_client(url, "ec2")
+    association_id = "vpc-cidr-assoc-" + vpc_id.removeprefix("vpc-")  # appears in the plan: keep it stable
+    with mock.patch("moto.ec2.models.vpcs.random_vpc_id", return_value=vpc_id), \
+            mock.patch("moto.ec2.models.vpcs.random_vpc_cidr_association_id", return_value=association_id):
+        ec2.create_vpc(CidrBlock="10.40.0.0/16")
+    for index, subnet_id in enumerate(subnet_ids):
+        with mock.patch("moto.ec2.models.subnets.random_subnet_id", return_value=subnet_id):
+            ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.40.{index}.0/24",
+                              AvailabilityZone=f"{REGION}{'abc'[index % 3]}")
+
+
+# -- terraform folder ---------------------------------------------------------------------------------
+def prepare_stack(stack_dir: Path, workdir: Path, url: str) -> None:
+    """A copy of the synthesized stack plus the provider and backend overrides (Terraform merges
+    *_override.tf.json files into the configuration; the synthesized JSON stays as it is)."""
+    shutil.copytree(stack_dir, workdir, symlinks=True)
+    provider = provider_override(url)
+    (workdir / PROVIDER_OVERRIDE).write_text(json.dumps({"provider": {"aws": [provider]}}, indent=2) + "\n")
+    (workdir / BACKEND_OVERRIDE).write_text(json.dumps(
+        {"terraform": {"backend": {"local": {"path": str(workdir / "terraform.tfstate")}}}}, indent=2) + "\n")
+
+
+def provider_override(url: str) -> dict[str, Any]:
+    """Provider arguments merged over the stack's (region and default_tags stay as synthesized)."""
+    return {
+        "access_key": FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "secret_key": FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        "skip_credentials_validation": True,
+        "skip_metadata_api_check": True,
+        "skip_region_validation": True,
+        "skip_requesting_account_id": False,  # sts GetCallerIdentity answers from the emulator
+        "s3_use_path_style": True,
+        "endpoints": [{service: url for service in ENDPOINT_SERVICES}],
+    }
+
+
+def terraform_environment(scratch: Path) -> dict[str, str]:
+    env = terraform_env(scratch)
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_CONFIG_FILE",
+                "AWS_SHARED_CREDENTIALS_FILE"):
+        env.pop(key, None)
+    env.update(FAKE_CREDENTIALS, AWS_DEFAULT_REGION=REGION, AWS_REGION=REGION,
+               AWS_CONFIG_FILE=str(scratch / "aws-config-none"), AWS_SHARED_CREDENTIALS_FILE=str(scratch / "none"))
+    env.pop("TF_DATA_DIR", None)
+    return env
+
+
+def sanitize_plan(plan: dict[str, Any], scratch: Path) -> dict[str, Any]:
+    """plan.json without run-specific paths, timestamps or emulator settings, and in a stable order (so it
+    can be committed: it changes only when the stack or the code in it does)."""
+    text = json.dumps(plan, sort_keys=True)
+    text = text.replace(str(scratch), "<rehearsal>")
+    document = json.loads(text)
+    document.pop("timestamp", None)
+    document["relevant_attributes"] = sorted(document.get("relevant_attributes") or [],
+                                             key=lambda item: json.dumps(item, sort_keys=True))
+    provider = ((document.get("configuration") or {}).get("provider_config") or {}).get("aws") or {}
+    expressions = provider.get("expressions") or {}
+    for key in provider_override(""):  # the emulator's settings, not the stack's
+        expressions.pop(key, None)
+    return document
+
+
+# -- serving the deployed functions -------------------------------------------------------------------
+FOLDERS = ("lambda_1", "lambda_2", "lambda_3", "lambda_error_handler")
+
+
+@dataclass
+class Deployment:
+    functions: dict[str, dict[str, Any]]  # folder -> GetFunctionConfiguration
+    state_machine_arn: str
+    integration: dict[str, Any]
+    db_secret_arn: str
+    db_secret: dict[str, Any]
+    token_secret_arn: str
+
+
+def read_deployment(url: str, outputs: dict[str, Any]) -> Deployment:
+    lam = aws_client(url, "lambda")
+    functions = {}
+    names = {fn["FunctionName"]: fn for page in lam.get_paginator("list_functions").paginate()
+             for fn in page["Functions"]}
+    for folder in FOLDERS:
+        matches = [name for name in names if name.endswith(f"-{folder}")]
+        if len(matches) != 1:
+            raise RehearsalError(f"expected one deployed function for {folder}, found {matches or 'none'}")
+        functions[folder] = lam.get_function_configuration(FunctionName=matches[0])
+    project = next(key.split("-", 1)[1] for key in outputs if key.startswith("StateMachineArn-"))
+    api_url = outputs[f"HttpApiEndpoint-{project}"]
+    apis = aws_client(url, "apigatewayv2")
+    api_id = next(api["ApiId"] for api in apis.get_apis()["Items"] if api["ApiEndpoint"] == api_url)
+    routes = apis.get_routes(ApiId=api_id)["Items"]
+    (route,) = [r for r in routes if r["RouteKey"] == "POST /invoke"]
+    integration = apis.get_integration(ApiId=api_id, IntegrationId=route["Target"].split("/", 1)[1])
+    rds = aws_client(url, "rds")
+    (instance,) = rds.describe_db_instances()["DBInstances"]
+    db_secret_arn = instance["MasterUserSecret"]["SecretArn"]
+    sm = aws_client(url, "secretsmanager")
+    db_secret = json.loads(sm.get_secret_value(SecretId=db_secret_arn)["SecretString"])
+    return Deployment(functions, outputs[f"StateMachineArn-{project}"], integration, db_secret_arn, db_secret,
+                      outputs[f"PagerDutyTokenSecretArn-{project}"])
+
+
+def function_environment(configuration: dict[str, Any], url: str, pg: Any, pagerduty_url: str) -> dict[str, str]:
+    """The variables Terraform set on the function, plus what the Lambda runtime adds, with the database
+    and PagerDuty redirected to the local stand-ins and AWS calls to the emulator."""
+    env = dict((configuration.get("Environment") or {}).get("Variables") or {})
+    env.update({
+        "DB_HOST": pg.host, "DB_PORT": str(pg.port), "DB_SSL": "disable",  # TLS: not served by the local PG
+        "PAGERDUTY_API_URL": pagerduty_url, "PAGERDUTY_RATE_LIMIT_PER_MINUTE": "1000000",
+        "AWS_ENDPOINT_URL": url, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION,
+        "AWS_LAMBDA_FUNCTION_NAME": configuration["FunctionName"], **FAKE_CREDENTIALS,
+    })
+    return env
+
+
+def start_like_the_integration(url: str, integration: dict[str, Any], body: str, name: str) -> str:
+    """What API Gateway does for StepFunctions-StartExecution: each request parameter, with
+    `$request.body` replaced by the request body, becomes a StartExecution parameter."""
+    if integration.get("IntegrationSubtype") != "StepFunctions-StartExecution":
+        raise RehearsalError(f"the integration is {integration.get('IntegrationSubtype')!r}, "
+                             "not StepFunctions-StartExecution")
+    params = {}
+    for key, value in (integration.get("RequestParameters") or {}).items():  # StateMachineArn, Input, ...
+        params[key[:1].lower() + key[1:]] = body if value == "$request.body" else value
+    params["name"] = name
+    return aws_client(url, "stepfunctions").start_execution(**params)["executionArn"]
+
+
+def wait_for(url: str, execution_arn: str, timeout: float = EXECUTION_TIMEOUT) -> dict[str, Any]:
+    sfn = aws_client(url, "stepfunctions")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        described = sfn.describe_execution(executionArn=execution_arn)
+        if described["status"] != "RUNNING":
+            return described
+        time.sleep(0.2)
+    raise RehearsalError(f"{execution_arn} still RUNNING after {timeout:.0f} s")
+
+
+def expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise RehearsalError(message)
+
+
+# -- the rehearsal ------------------------------------------------------------------------------------
+class Rehearsal:
+    def __init__(self, *, environment: str = "dev", keep_plan: Path | None = None, fail_at: str | None = None,
+                 out: Callable[[str], None] = print, n_incidents: int = 40) -> None:
+        self.environment = environment
+        self.keep_plan = keep_plan
+        self.fail_at = fail_at  # tests: make this phase fail, to prove cleanup
+        self.out = out
+        self.n_incidents = n_incidents
+        self.outcome = Outcome()
+        self.scratch: Path | None = None
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self.out(f"rehearsal: {name} ...")
+        started = time.monotonic()
+        try:
+            if self.fail_at == name:
+                raise RehearsalError(f"phase {name} failed on request (--fail-at {name})")
+            yield
+        except BaseException as exc:
+            seconds = time.monotonic() - started
+            detail = str(exc) if isinstance(exc, RehearsalError) else f"{type(exc).__name__}: {exc}"
+            logs = self.scratch / "functions.log" if self.scratch else None
+            if logs and logs.exists() and name in ("happy", "failing", "badbody"):
+                tail = logs.read_text(encoding="utf-8", errors="replace").splitlines()[-20:]
+                detail += "\nlast function log lines:\n" + "\n".join(line[:300] for line in tail)
+            self.outcome.phases.append(PhaseResult(name, seconds, False, detail))
+            self.out(f"rehearsal: {name} FAILED after {seconds:.1f} s\n{detail}")
+            raise
+        seconds = time.monotonic() - started
+        self.outcome.phases.append(PhaseResult(name, seconds, True))
+        self.out(f"rehearsal: {name} ok ({seconds:.1f} s)")
+
+    def run(self) -> Outcome:
+        started = time.monotonic()
+        try:
+            self._run()
+        except KeyboardInterrupt:
+            self.outcome.error = "interrupted"
+        except Exception as exc:  # noqa: BLE001 - reported as the verdict
+            self.outcome.error = str(exc) or type(exc).__name__
+        self.outcome.total_seconds = time.monotonic() - started
+        summary = ", ".join(f"{p.name} {p.seconds:.1f}s" for p in self.outcome.phases)
+        verdict = "PASSED" if self.outcome.ok else "FAILED"
+        self.out(f"rehearsal: {verdict} in {self.outcome.total_seconds:.1f} s ({summary})")
+        return self.outcome
+
+    def _run(self) -> None:
+        from modules.settings import load_settings
+        from tests.support.synth import synthesize
+
+        binary = terraform_path()
+        if not binary:
+            raise RehearsalError("terraform is not on PATH")
+        (settings,) = load_settings(only=[self.environment])
+        if settings.region != REGION:
+            raise RehearsalError(f"the rehearsal emulates {REGION}; {self.environment} deploys to {settings.region}")
+        with contextlib.ExitStack() as cleanup:
+            self.scratch = scratch = Path(tempfile.mkdtemp(prefix="rehearsal-"))
+            cleanup.callback(shutil.rmtree, scratch, True)
+            log = scratch / "terraform.log"
+            with self.phase("emulator"):
+                url = cleanup.enter_context(emulator())
+                self.out(f"rehearsal: emulator at {url}, stack {settings.stack_name} ({self.environment}), "
+                         f"scratch {scratch}")
+                create_network(url, settings.network.vpc_id, settings.network.private_subnet_ids)
+            with self.phase("synth"):
+                synthesize(scratch / "cdktf.out", "--environment", self.environment)
+                workdir = scratch / "stack"
+                prepare_stack(scratch / "cdktf.out" / "stacks" / settings.stack_name, workdir, url)
+                env = terraform_environment(scratch)
+            tf = lambda *args, **kw: run_terraform(binary, workdir, env, *args, log=log, **kw)  # noqa: E731
+            with self.phase("init"):
+                tf("init", "-input=false", "-no-color")
+            with self.phase("plan"):
+                tf("plan", "-input=false", "-no-color", "-lock=false", "-out=tfplan")
+                plan = json.loads(tf("show", "-json", "tfplan").stdout)
+                if self.keep_plan:
+                    self.keep_plan.parent.mkdir(parents=True, exist_ok=True)
+                    self.keep_plan.write_text(json.dumps(sanitize_plan(plan, scratch), indent=1, sort_keys=True)
+                                              + "\n", encoding="utf-8")
+            with self.phase("apply"):
+                tf("apply", "-input=false", "-no-color", "-lock=false", "tfplan")
+                outputs = {k: v["value"] for k, v in json.loads(tf("output", "-json").stdout).items()}
+            with self.phase("serve"):
+                deployment, runtime, pagerduty, pg = self._serve(url, outputs, cleanup)
+            with self.phase("happy"):
+                self._happy(url, deployment, runtime, pg)
+            with self.phase("failing"):
+                self._failing(url, deployment, runtime, pagerduty, pg)
+            with self.phase("badbody"):
+                self._bad_body(url, deployment, runtime, pg)
+            with self.phase("replan"):
+                result = tf("plan", "-input=false", "-no-color", "-lock=false", "-detailed-exitcode",
+                            ok_codes=(0, 2))
+                if result.returncode == 2:
+                    changes = [line for line in result.stdout.splitlines() if line.strip().startswith(("#", "~", "+", "-"))]
+                    raise RehearsalError("the second plan is not empty:\n" + "\n".join(changes[:60]))
+            with self.phase("destroy"):
+                tf("destroy", "-input=false", "-no-color", "-lock=false", "-auto-approve")
+                left = json.loads((workdir / "terraform.tfstate").read_text()).get("resources", [])
+                managed = [r for r in left if r.get("mode") == "managed"]
+                expect(not managed, f"resources left after destroy: {[r['type'] for r in managed]}")
+
+    # -- phases with the deployed stack -----------------------------------------------------------
+    def _serve(self, url: str, outputs: dict[str, Any], cleanup: contextlib.ExitStack) -> tuple:
+        from tests.support.fake_pagerduty import FakePagerDuty, generate_account
+        from tests.support.lambda_runtime import InProcessLambdas, load_handler
+        from tests.support.postgres import throwaway_postgres
+
+        deployment = read_deployment(url, outputs)
+        secret = deployment.db_secret
+        expect(isinstance(secret.get("username"), str) and isinstance(secret.get("password"), str),
+               "the RDS-managed secret has no username/password")
+        db_name = deployment.functions["lambda_1"]["Environment"]["Variables"]["DB_NAME"]
+        # The login of the local server is the one in the emulator's RDS-managed secret.
+        pg = cleanup.enter_context(throwaway_postgres(user=secret["username"], password=secret["password"],
+                                                      dbname=db_name))
+        self.out(f"rehearsal: PostgreSQL at {pg.host}:{pg.port}, data {Path(pg.datadir).parent}")
+        pagerduty = cleanup.enter_context(FakePagerDuty(generate_account(self.n_incidents, 11, PD_START),
+                                                        token=PAGERDUTY_TOKEN, rate_limit=1_000_000))
+        # The stack creates the token secret empty; the operator puts the token in (README).
+        aws_client(url, "secretsmanager").put_secret_value(SecretId=deployment.token_secret_arn,
+                                                           SecretString=PAGERDUTY_TOKEN)
+        # The functions' logs (and the interpreter's) go to a file, as CloudWatch would keep them, not to the screen.
+        function_log = logging.FileHandler(self.scratch / "functions.log", encoding="utf-8")  # type: ignore[operator]
+        logging.getLogger().addHandler(function_log)
+        cleanup.callback(function_log.close)
+        cleanup.callback(logging.getLogger().removeHandler, function_log)
+        runtime = InProcessLambdas()
+        for folder, configuration in deployment.functions.items():
+            expect(configuration["Handler"] == "handler.handler", f"{folder}: handler {configuration['Handler']}")
+            runtime.register(configuration["FunctionName"], load_handler(folder),
+                             function_environment(configuration, url, pg, pagerduty.url),
+                             timeout_seconds=configuration["Timeout"])
+        cleanup.enter_context(runtime.serving())
+        return deployment, runtime, pagerduty, pg
+
+    def _run_of(self, pg: Any, execution_arn: str) -> dict[str, Any] | None:
+        conn = pg.connect()
+        try:
+            rows = conn.run("SELECT to_jsonb(r)::text FROM pagerduty.pipeline_runs r WHERE execution_id = :e",
+                            e=execution_arn)
+        finally:
+            conn.close()
+        return json.loads(rows[0][0]) if rows else None
+
+    def _happy(self, url: str, deployment: Deployment, runtime: Any, pg: Any) -> None:
+        body = json.dumps({"since": "2024-03-01T00:00:00Z", "until": "2024-04-01T00:00:00Z"})
+        arn = start_like_the_integration(url, deployment.integration, body, "rehearsal-happy")
+        result = wait_for(url, arn)
+        expect(result["status"] == "SUCCEEDED",
+               f"happy path: {result['status']} {result.get('error')}: {result.get('cause')}")
+        run = self._run_of(pg, arn)
+        expect(run is not None and run["status"] == "succeeded", f"happy path: pipeline_runs row {run}")
+        conn = pg.connect()
+        try:
+            incidents = conn.run("SELECT count(*) FROM pagerduty.incidents")[0][0]
+            checks = conn.run("SELECT count(*), count(*) FILTER (WHERE passed) FROM pagerduty.validation_results "
+                              "WHERE run_id = :r", r=run["run_id"])[0]
+        finally:
+            conn.close()
+        expect(incidents > 0, "happy path: no incidents loaded")
+        expect(checks[0] > 0 and checks[0] == checks[1], f"happy path: checks passed {checks[1]} of {checks[0]}")
+        called = [call.function for call in runtime.invocations]
+        for folder in ("lambda_1", "lambda_2", "lambda_3"):
+            expect(deployment.functions[folder]["FunctionName"] in called, f"happy path: {folder} never invoked")
+
+    def _failing(self, url: str, deployment: Deployment, runtime: Any, pagerduty: Any, pg: Any) -> None:
+        handler_name = deployment.functions["lambda_error_handler"]["FunctionName"]
+        before = len(runtime.calls(handler_name))
+        pagerduty.inject(403, count=1000, path="/log_entries")  # PagerDuty refuses step 2's reads
+        try:
+            body = json.dumps({"since": "2024-03-01T00:00:00Z", "until": "2024-04-01T00:00:00Z"})
+            arn = start_like_the_integration(url, deployment.integration, body, "rehearsal-failing")
+            result = wait_for(url, arn)
+        finally:
+            pagerduty.clear_faults()
+        expect(result["status"] == "FAILED" and result.get("error") == "pagerduty_forbidden",
+               f"failing step: {result['status']} {result.get('error')} (expected FAILED pagerduty_forbidden)")
+        expect(len(runtime.calls(handler_name)) == before + 1, "failing step: the error handler did not run")
+        run = self._run_of(pg, arn)
+        expect(run is not None and run["status"] == "failed" and run.get("step") == "FetchIncidents",
+               f"failing step: pipeline_runs row {run}")
+
+    def _bad_body(self, url: str, deployment: Deployment, runtime: Any, pg: Any) -> None:
+        step2 = deployment.functions["lambda_2"]["FunctionName"]
+        before = len(runtime.calls(step2))
+        arn = start_like_the_integration(url, deployment.integration, json.dumps({"since": "yesterday"}),
+                                         "rehearsal-bad-body")
+        result = wait_for(url, arn)
+        expect(result["status"] == "FAILED" and result.get("error") == "invalid_date",
+               f"bad body: {result['status']} {result.get('error')} (expected FAILED invalid_date)")
+        expect(len(runtime.calls(step2)) == before, "bad body: step 2 ran")
+        run = self._run_of(pg, arn)
+        expect(run is not None and run["status"] == "failed" and run.get("step") == "FetchInitialData",
+               f"bad body: pipeline_runs row {run}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.rehearsal", description=__doc__.splitlines()[0])
+    parser.add_argument("--environment", default="dev", help="environment of config/environments.json (default dev)")
+    parser.add_argument("--keep-plan", type=Path, help="write the stack's sanitized plan.json here")
+    parser.add_argument("--fail-at", choices=PHASES, help=argparse.SUPPRESS)  # cleanup tests
+    args = parser.parse_args(argv)
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+
+    outcome = Rehearsal(environment=args.environment, keep_plan=args.keep_plan, fail_at=args.fail_at, out=out).run()
+    return 0 if outcome.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
