@@ -196,10 +196,12 @@ def test_throttling_within_the_retries_is_survived(run_workflow, db, account, sy
 
 # -- step 2 out of time: the Choice loops it until complete -------------------------------------------
 def test_step2_out_of_time_loops_until_complete_and_the_data_is_whole(run_workflow, db, account, pagerduty):
-    # 1 s of Lambda time with a 0.6 s margin: each invocation works ~0.4 s. The log entry pages are slowed so
-    # that the load needs several invocations whatever the machine's speed.
-    pagerduty.inject_delay(0.1, count=20, path="/log_entries")
-    outcome = run_workflow(timeouts={"lambda_2": 1.0}, extra_env={"PIPELINE_TIME_MARGIN_MS": "600"})
+    # 3 s of Lambda time with a 1.5 s margin: each invocation has ~1.5 s, less its setup (which must stay well
+    # under that even on a loaded machine, or step 2 rightly fails with no_progress). The log entry pages are
+    # slowed (0.8 s each; the sample has 4 pages, so ≥ 3.2 s in all) so that the load needs several invocations
+    # whatever the machine's speed.
+    pagerduty.inject_delay(0.8, count=20, path="/log_entries")
+    outcome = run_workflow(timeouts={"lambda_2": 3.0}, extra_env={"PIPELINE_TIME_MARGIN_MS": "1500"})
     run = outcome.run
     assert run.status == "SUCCEEDED", (run.error, run.cause)
     results = outcome.results("lambda_2")
