@@ -6,9 +6,10 @@ the thousands of paged requests of a load (``urllib.request`` opens a new connec
 and leaves retries, rate limiting and timeouts entirely to this module. urllib3 is present in the
 Lambda runtime only as a transitive dependency of boto3, in a version we do not control.
 
-JSON decoding: orjson (a layer dependency). A load is dominated by decoding PagerDuty's pages
-(log entries with ``include[]=incidents`` run to ~350 KB per page); orjson decodes them in about
-half the time of the standard library, and its errors are ``ValueError`` subclasses.
+JSON decoding: orjson (a layer dependency). Decoding PagerDuty's pages is the loader's largest Python
+cost (log entries with ``include[]=incidents`` run to ~350 KB per page); orjson decodes them in about
+two-thirds of the standard library's time (bench figures in docs/pipeline.md), and its errors are
+``ValueError`` subclasses.
 """
 
 from __future__ import annotations
