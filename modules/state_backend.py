@@ -18,8 +18,6 @@ from cdktf_cdktf_provider_aws.dynamodb_table import (
     DynamodbTablePointInTimeRecovery,
     DynamodbTableServerSideEncryption,
 )
-from cdktf_cdktf_provider_aws.kms_alias import KmsAlias
-from cdktf_cdktf_provider_aws.kms_key import KmsKey
 from cdktf_cdktf_provider_aws.s3_bucket import S3Bucket
 from cdktf_cdktf_provider_aws.s3_bucket_lifecycle_configuration import (
     S3BucketLifecycleConfiguration,
@@ -42,6 +40,7 @@ from cdktf_cdktf_provider_aws.s3_bucket_server_side_encryption_configuration imp
 from cdktf_cdktf_provider_aws.s3_bucket_versioning import S3BucketVersioningA, S3BucketVersioningVersioningConfiguration
 from constructs import Construct
 
+from modules.encryption import administered_through_iam, rotating_key
 from modules.stack import configure_aws
 
 STACK_NAME = "stepfuncproject-state"
@@ -67,16 +66,9 @@ class StateBackendStack(TerraformStack):
         account_id = DataAwsCallerIdentity(self, "caller").account_id
         partition = DataAwsPartition(self, "partition").partition
 
-        key = KmsKey(self, "state_key", description=f"{project} Terraform state and locks", enable_key_rotation=True,
-                     deletion_window_in_days=30, policy=json.dumps({
-                         "Version": "2012-10-17",
-                         "Statement": [{
-                             "Sid": "AccountAdministersKeyThroughIam", "Effect": "Allow",
-                             "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
-                             "Action": "kms:*", "Resource": "*",
-                         }],
-                     }))
-        KmsAlias(self, "state_key_alias", name=f"alias/{project}-terraform-state", target_key_id=key.key_id)
+        key = rotating_key(self, "state_key", "state_key_alias", description=f"{project} Terraform state and locks",
+                           alias=f"alias/{project}-terraform-state",
+                           statements=[administered_through_iam(account_id, partition)])
 
         bucket = S3Bucket(self, "state_bucket", bucket=backend["bucket"], force_destroy=allow_destroy or None,
                           lifecycle={"prevent_destroy": not allow_destroy})
