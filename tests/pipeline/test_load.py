@@ -15,6 +15,14 @@ UTC = timezone.utc
 WEEK = {"since": "2024-03-01T00:00:00Z", "until": "2024-03-09T00:00:00Z"}  # data spans 7 days
 
 
+def grouped(pairs) -> dict[str, set]:
+    """(incident id, value) pairs -> incident id -> set of values."""
+    out: dict[str, set] = {}
+    for inc_id, value in pairs:
+        out.setdefault(inc_id, set()).add(value)
+    return out
+
+
 def assert_matches_account(db, acc, incident_ids=None):
     """Every incident of the account (or the given ids) is stored with its children, exactly."""
     ids = list(incident_ids if incident_ids is not None else acc.incidents)
@@ -31,24 +39,13 @@ def assert_matches_account(db, acc, incident_ids=None):
         assert row[5] == (inc["priority"] or {}).get("id")
         assert (row[6] is None) == (inc["resolved_at"] is None)
         assert row[7] == inc["title"]
-    assign = {}
-    for inc_id, user_id in db.run("SELECT incident_id, user_id FROM pagerduty.incident_assignments"):
-        assign.setdefault(inc_id, set()).add(user_id)
-    teams = {}
-    for inc_id, team_id in db.run("SELECT incident_id, team_id FROM pagerduty.incident_teams"):
-        teams.setdefault(inc_id, set()).add(team_id)
-    logs = {}
-    for inc_id, lid in db.run("SELECT incident_id, id FROM pagerduty.log_entries"):
-        logs.setdefault(inc_id, set()).add(lid)
-    notes = {}
-    for inc_id, nid in db.run("SELECT incident_id, id FROM pagerduty.notes"):
-        notes.setdefault(inc_id, set()).add(nid)
-    alerts = {}
-    for inc_id, aid, status in db.run("SELECT incident_id, id, status FROM pagerduty.alerts"):
-        alerts.setdefault(inc_id, set()).add((aid, status))
-    acc_logs = {}
-    for e in acc.log_entries.values():
-        acc_logs.setdefault(e["incident"]["id"], set()).add(e["id"])
+    assign = grouped(db.run("SELECT incident_id, user_id FROM pagerduty.incident_assignments"))
+    teams = grouped(db.run("SELECT incident_id, team_id FROM pagerduty.incident_teams"))
+    logs = grouped(db.run("SELECT incident_id, id FROM pagerduty.log_entries"))
+    notes = grouped(db.run("SELECT incident_id, id FROM pagerduty.notes"))
+    alerts = grouped((inc_id, (aid, status)) for inc_id, aid, status in
+                     db.run("SELECT incident_id, id, status FROM pagerduty.alerts"))
+    acc_logs = grouped((e["incident"]["id"], e["id"]) for e in acc.log_entries.values())
     for inc_id in ids:
         inc = acc.incidents[inc_id]
         assert assign.get(inc_id, set()) == {a["assignee"]["id"] for a in inc["assignments"]}, inc_id
