@@ -94,11 +94,11 @@ def layer_dependencies(architecture: str, requirements: Path = LAYER_REQUIREMENT
     if not requirements.is_file():
         return None
     key = hashlib.sha256(requirements.read_bytes() + f"{architecture}/{python_version}".encode()).hexdigest()[:16]
-    target = BUILD_DIR / "layer-deps" / key
-    complete = target.with_name(f"{key}.complete")
-    if complete.is_file() and target.is_dir():
+    # A tree appears at `target` only by renaming a finished install into place, so its presence means
+    # complete, also with concurrent synths. ("layer-deps-v2": older versions installed in place.)
+    target = BUILD_DIR / "layer-deps-v2" / key
+    if target.is_dir():
         return target
-    # Install beside the target and rename into place, so concurrent synths never see a partial tree.
     staging = target.with_name(f"{key}.{os.getpid()}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     command = [
@@ -114,7 +114,6 @@ def layer_dependencies(architecture: str, requirements: Path = LAYER_REQUIREMENT
         staging.rename(target)
     except OSError:  # another process finished first: its tree is identical
         shutil.rmtree(staging, ignore_errors=True)
-    complete.write_text("ok\n")
     return target
 
 

@@ -32,13 +32,12 @@ def configure_aws(stack: TerraformStack, region: str, tags: dict[str, str]) -> N
 
 
 class PipelineStack(TerraformStack):
-    def __init__(self, scope: Construct, settings: Settings, backend: dict[str, Any] | None = None) -> None:
+    def __init__(self, scope: Construct, settings: Settings, backend: dict[str, Any]) -> None:
         super().__init__(scope, settings.stack_name)
         self.settings = settings
         configure_aws(self, settings.region, {"Project": settings.project, "Environment": settings.environment,
                                               "ManagedBy": "cdktf", **settings.tags})
-        if backend is not None:
-            self._use_backend(backend)
+        self._use_backend(backend)
 
         account_id = DataAwsCallerIdentity(self, "caller").account_id
         partition = DataAwsPartition(self, "partition").partition

@@ -46,7 +46,6 @@ class TokenBucket:
         self.clock, self.sleep = clock, sleep
         self.updated = clock()
         self.blocked_until = 0.0
-        self.waited = 0.0
 
     def acquire(self) -> None:
         now = self.clock()
@@ -66,7 +65,6 @@ class TokenBucket:
         self.blocked_until = max(self.blocked_until, self.clock() + seconds)
 
     def _wait(self, seconds: float) -> None:
-        self.waited += seconds
         self.sleep(seconds)
 
 
@@ -156,7 +154,7 @@ class PagerDutyClient:
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
                 last = PagerDutyError(f"PagerDuty not reachable on GET {path}: {type(exc).__name__}: {exc}",
-                                      "pagerduty_unavailable", retryable=True)
+                                      "pagerduty_unavailable")
                 delay = self._backoff(attempt)
                 log.warning("GET %s failed (%s); retry %d in %.1fs", path, type(exc).__name__, attempt + 1, delay)
                 if attempt < self.max_retries:
@@ -171,8 +169,7 @@ class PagerDutyClient:
                     return data
                 except ValueError as exc:
                     last = PagerDutyError(f"PagerDuty returned malformed JSON on GET {path} (HTTP {status}, "
-                                          f"{len(body)} bytes): {exc}", "pagerduty_bad_response", status=status,
-                                          retryable=True)
+                                          f"{len(body)} bytes): {exc}", "pagerduty_bad_response", status=status)
                     delay = self._backoff(attempt)
                     log.warning("GET %s: malformed JSON; retry %d in %.1fs", path, attempt + 1, delay)
                     if attempt < self.max_retries:
@@ -183,7 +180,7 @@ class PagerDutyClient:
                 code = "pagerduty_rate_limited" if status == 429 else "pagerduty_unavailable"
                 last = PagerDutyError(f"PagerDuty HTTP {status} on GET {path}: {message}"
                                       + (f" (code {pd_code})" if pd_code is not None else ""),
-                                      code, status=status, pd_code=pd_code, retryable=True)
+                                      code, status=status, pd_code=pd_code)
                 delay = self._backoff(attempt)
                 reset = _number(resp_headers.get("ratelimit-reset")) if status == 429 else None
                 retry_after = _number(resp_headers.get("retry-after"))

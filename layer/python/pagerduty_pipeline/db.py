@@ -12,7 +12,7 @@ from pg8000.exceptions import Error as PgError
 from .config import Config
 from .errors import DatabaseError
 
-__all__ = ["connect", "transaction", "PgError", "ssl_context_for"]
+__all__ = ["connect", "transaction", "PgError", "ssl_context_for", "describe_db_error"]
 
 
 def ssl_context_for(mode: str, root_cert: str | None) -> ssl.SSLContext | None:
@@ -36,7 +36,7 @@ def connect(cfg: Config, user: str, password: str, application_name: str = "page
         )
     except (PgError, OSError) as exc:
         raise DatabaseError(f"cannot connect to PostgreSQL at {cfg.db_host}:{cfg.db_port}/{cfg.db_name}: "
-                            f"{_describe(exc)}", "db_unavailable") from None
+                            f"{describe_db_error(exc)}", "db_unavailable") from None
     _nodelay(conn)
     conn.run("SET TIME ZONE 'UTC'")
     return conn
@@ -49,19 +49,14 @@ def _nodelay(conn) -> None:
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         with contextlib.suppress(OSError, AttributeError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        inner = getattr(sock, "_sock", None)  # an SSLSocket's own socket is the same fd
-        del inner
 
 
-def _describe(exc: BaseException) -> str:
+def describe_db_error(exc: BaseException) -> str:
     if exc.args and isinstance(exc.args[0], dict):  # pg8000 server error: {'S': 'FATAL', 'M': msg, 'C': code}
         d = exc.args[0]
         return f"{d.get('M', 'error')} (SQLSTATE {d.get('C', '?')})"
     return f"{type(exc).__name__}: {exc}"
 
-
-def describe_db_error(exc: BaseException) -> str:
-    return _describe(exc)
 
 
 @contextlib.contextmanager

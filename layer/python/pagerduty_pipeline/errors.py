@@ -7,7 +7,6 @@ class PipelineError(Exception):
     """An expected failure with a short machine-readable code and a human message."""
 
     code = "pipeline_error"
-    retryable = False
 
     def __init__(self, message: str, code: str | None = None, **details):
         super().__init__(message)
@@ -36,7 +35,6 @@ class SecretError(PipelineError):
 
 class DatabaseError(PipelineError):
     code = "db_error"
-    retryable = True
 
 
 class PagerDutyError(PipelineError):
@@ -45,8 +43,7 @@ class PagerDutyError(PipelineError):
     code = "pagerduty_error"
 
     def __init__(self, message: str, code: str | None = None, *, status: int | None = None,
-                 pd_code: int | None = None, retryable: bool = False, **details):
+                 pd_code: int | None = None, **details):
         super().__init__(message, code, status=status, pagerduty_code=pd_code, **details)
         self.status = status
         self.pd_code = pd_code
-        self.retryable = retryable

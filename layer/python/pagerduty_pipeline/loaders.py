@@ -176,20 +176,17 @@ class Loader:
 
     def __init__(self, conn):
         self.conn = conn
-        self.known: dict[str, set] = {k: set() for k in DIMENSIONS}
-        for kind in DIMENSIONS:
-            self.known[kind] = {r[0] for r in conn.run(f"SELECT id FROM pagerduty.{kind}")}
-        self.updated_at: dict[str, str | None] = {}  # incident id -> updated_at written in this invocation
+        self.known: dict[str, set] = {kind: {r[0] for r in conn.run(f"SELECT id FROM pagerduty.{kind}")}
+                                      for kind in DIMENSIONS}
+        self.updated_at: dict[str, datetime | None] = {}  # incident id -> updated_at written in this invocation
         self.log_ids: set[str] = set()  # log entries written in this invocation (immutable upstream)
         self.rows_written = 0
-        self.statements = 0
         self.db_seconds = 0.0
         self._prepared: dict = {}
 
     def _run(self, sql: str, **params):
         """Run a statement, prepared once per connection (saves pg8000's SQL rewriting and the
         server's parse/plan on every batch)."""
-        self.statements += 1
         stmt = self._prepared.get(sql)
         if stmt is None:
             stmt = self._prepared[sql] = self.conn.prepare(sql)
@@ -283,7 +280,6 @@ class Loader:
                 self.rows_written += len(written)
                 written_set = set(written)
                 if written:
-                    wset = written_set
                     if updated:
                         self._run("DELETE FROM pagerduty.incident_assignments "
                                   "WHERE incident_id = ANY(CAST(:ids AS text[]))", ids=updated)
@@ -291,7 +287,7 @@ class Loader:
                                   ids=updated)
                     arows, trows = [], []
                     for inc in incidents:
-                        if inc["id"] not in wset:
+                        if inc["id"] not in written_set:
                             continue
                         seen = set()
                         for a in inc.get("assignments") or []:
@@ -322,7 +318,7 @@ class Loader:
         self.log_ids.update(entries)
         for inc in incidents:
             if inc["id"] in written_set:
-                self.updated_at[inc["id"]] = inc.get("updated_at")
+                self.updated_at[inc["id"]] = parse_ts(inc.get("updated_at"))
         return {"incidents_written": len(written), "log_entries": len(entries)}
 
     def stored_updated_at(self, ids: list[str]) -> dict[str, datetime | None]:

@@ -166,7 +166,3 @@ def migrate(conn) -> list[int]:
             pass
     return applied_now
 
-
-def current_version(conn) -> int:
-    rows = conn.run("SELECT coalesce(max(version), 0) FROM pagerduty.schema_migrations")
-    return rows[0][0]

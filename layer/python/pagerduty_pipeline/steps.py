@@ -21,8 +21,8 @@ from .client import MAX_LIMIT, OFFSET_CAP, PagerDutyClient
 from .config import Config, load_config
 from .db import PgError, close_quietly, connect, describe_db_error
 from .errors import DatabaseError, InputError, PagerDutyError, PipelineError
-from .inputs import iso, scope_of, validate_input
-from .loaders import Loader
+from .inputs import MAX_WINDOW, iso, scope_of, validate_input
+from .loaders import Loader, parse_ts
 from .migrations import migrate
 
 log = logging.getLogger("pagerduty_pipeline")
@@ -30,7 +30,6 @@ UTC = timezone.utc
 
 FIRST_RUN_LOOKBACK = timedelta(hours=24)
 WATERMARK_OVERLAP = timedelta(hours=1)
-MAX_WINDOW = timedelta(days=180)
 SPLIT_TARGET = 8_000  # aim sub-windows at this many rows, leaving room under the 10,000 cap
 DETAIL_BATCH = 25
 WRITE_BATCH_ITEMS = 1_000  # API items per transaction (10 pages)
@@ -117,12 +116,9 @@ def start_run(event, context=None, *, env=None, sleep=time.sleep, now: datetime 
         meta, raw_input = _envelope(event)
         cfg = load_config(env)
         conn = _open_db(cfg, "lambda_1")
-        try:
-            migrate(conn)
-            execution_id = meta.get("execution_id") or f"local:{uuid.uuid4()}"
-            run_id = runs.open_run(conn, execution_id, meta.get("execution_name"), raw_input)
-        except PgError as exc:
-            raise _db_error(exc) from None
+        migrate(conn)
+        execution_id = meta.get("execution_id") or f"local:{uuid.uuid4()}"
+        run_id = runs.open_run(conn, execution_id, meta.get("execution_name"), raw_input)
         now = (now or datetime.now(UTC)).replace(microsecond=0)
         parsed = validate_input(raw_input, now)
         filters, scope = parsed["filters"], scope_of(parsed["filters"])
@@ -153,8 +149,6 @@ def start_run(event, context=None, *, env=None, sleep=time.sleep, now: datetime 
             counts = {"dimensions": dims, "api_requests": client.request_count}
             runs.set_window(conn, run_id, window["since"], window["until"], filters, scope,
                             {"expected_incidents": total, "lambda_1": counts})
-        except PgError as exc:
-            raise _db_error(exc) from None
         finally:
             client.close()
         result = {"success": True, "run_id": run_id, "execution_name": meta.get("execution_name"),
@@ -162,6 +156,8 @@ def start_run(event, context=None, *, env=None, sleep=time.sleep, now: datetime 
                   "counts": counts, "window_clamped": clamped}
         _log("step_succeeded", step="lambda_1", run_id=run_id, window=window, expected_incidents=total)
         return result
+    except PgError as exc:  # anywhere after connecting: the database is the failure
+        return _fail("lambda_1", _db_error(exc), conn, run_id)
     except PipelineError as exc:
         return _fail("lambda_1", exc, conn, run_id)
     finally:
@@ -183,6 +179,11 @@ def _drain(future) -> None:
         future.result()
     except Exception:  # noqa: BLE001 - its page is not needed
         pass
+
+
+def _newer(updated_at: str | None, stored: datetime | None) -> bool:
+    """Whether an incident's `updated_at` should replace the stored one (unknown times always do)."""
+    return stored is None or updated_at is None or parse_ts(updated_at) > stored
 
 
 def _split(window: list[str], parts: int) -> list[list[str]]:
@@ -329,21 +330,12 @@ class _Loader2:
                     embedded[inc["id"]] = inc
             kept.append((entry, inc["id"]))
         seen = self.loader.updated_at  # what this invocation wrote: no need to ask the database
-        unknown = [i for i in embedded if i not in seen]
-        stored = self.loader.stored_updated_at(unknown) if unknown else {}
-        newer = []
-        for inc_id, inc in embedded.items():
-            upd = inc.get("updated_at")
-            if inc_id in seen:
-                have = seen[inc_id]
-                if have is None or upd is None or datetime.fromisoformat(upd) > datetime.fromisoformat(have):
-                    newer.append(inc)
-                continue
-            have = stored.get(inc_id, "missing")
-            if have == "missing" or have is None or upd is None or datetime.fromisoformat(upd) > have:
-                newer.append(inc)
+        have = {**self.loader.stored_updated_at([i for i in embedded if i not in seen]), **seen}
+        newer = [inc for inc_id, inc in embedded.items()
+                 if inc_id not in have or _newer(inc.get("updated_at"), have[inc_id])]
+
         def known(inc_id: str) -> bool:
-            return inc_id in embedded or inc_id in seen or inc_id in stored
+            return inc_id in embedded or inc_id in have
 
         dropped = [e for e in kept if not known(e[1])]
         if dropped:  # reference-only incident we never saw: cannot satisfy the foreign key
@@ -364,12 +356,11 @@ class _Loader2:
                          (SELECT count(*) FROM pagerduty.log_entries l WHERE l.incident_id = i.id
                              AND l.type = 'annotate_log_entry')
                            > (SELECT count(*) FROM pagerduty.notes n WHERE n.incident_id = i.id) AS need_notes,
-                         coalesce((i.raw->'alert_counts'->>'all')::int, 0)
-                             <> (SELECT count(*) FROM pagerduty.alerts a WHERE a.incident_id = i.id)
-                         OR coalesce((i.raw->'alert_counts'->>'resolved')::int, 0)
-                             <> (SELECT count(*) FROM pagerduty.alerts a WHERE a.incident_id = i.id
-                                    AND a.status = 'resolved') AS need_alerts
+                         coalesce((i.raw->'alert_counts'->>'all')::int, 0) <> stored.alerts
+                         OR coalesce((i.raw->'alert_counts'->>'resolved')::int, 0) <> stored.resolved AS need_alerts
                     FROM pagerduty.incidents i
+                    CROSS JOIN LATERAL (SELECT count(*) AS alerts, count(*) FILTER (WHERE a.status = 'resolved')
+                                          AS resolved FROM pagerduty.alerts a WHERE a.incident_id = i.id) stored
                    WHERE i.id > :after AND (({where}) OR EXISTS (
                          SELECT 1 FROM pagerduty.log_entries l WHERE l.incident_id = i.id
                             AND l.created_at >= CAST(:since AS timestamptz)
@@ -410,11 +401,11 @@ def load_incidents(event, context=None, *, env=None, sleep=time.sleep) -> dict:
         if not isinstance(inp, dict) or not isinstance(inp.get("run_id"), int) or \
                 not isinstance(inp.get("window"), dict) or not isinstance(inp.get("filters", {}), dict):
             raise InputError("lambda_2 input must be lambda_1's result (run_id, window, filters)", "invalid_input")
-        inp = json.loads(json.dumps(inp))  # never mutate the caller's object (as over the wire)
         carry = {k: inp.get(k) for k in CARRY_KEYS}
         run_id = carry["run_id"]
         window = carry["window"]
-        cursor = inp.get("cursor") if isinstance(inp.get("cursor"), dict) else None
+        # a copy: the walk replaces the cursor's values (never mutates them), so the caller's object stays as it was
+        cursor = dict(inp["cursor"]) if isinstance(inp.get("cursor"), dict) else None
         cursor = cursor or {"phase": "incidents", "windows": [[window["since"], window["until"]]], "offset": 0}
         if cursor.get("phase") not in ("incidents", "log_entries", "details") or \
                 not isinstance(cursor.get("windows", []), list):
@@ -428,7 +419,7 @@ def load_incidents(event, context=None, *, env=None, sleep=time.sleep) -> dict:
         token = aws_secrets.get_pagerduty_token(cfg.pagerduty_token_secret_arn)
         client = make_client(cfg, token, sleep)
         requests_before = int(counts.get("api_requests", 0))
-        cursor_before = json.dumps(cursor, sort_keys=True)
+        cursor_before = dict(cursor)
         state = _Loader2(cfg, conn, client, carry, cursor, counts, context)
         runs.set_step(conn, run_id, "lambda_2")
         filters = carry.get("filters") or {}
@@ -450,7 +441,7 @@ def load_incidents(event, context=None, *, env=None, sleep=time.sleep) -> dict:
         if done and cursor["phase"] == "details":
             done = state.details()
             _phase_time(counts, "details_ms", t0)
-        if not done and json.dumps(cursor, sort_keys=True) == cursor_before:
+        if not done and cursor == cursor_before:
             # the workflow would call step 2 again and again until its own timeout
             raise PipelineError(f"lambda_2 stopped for time before loading anything: "
                                 f"{remaining_ms(context):.0f} ms left is within PIPELINE_TIME_MARGIN_MS "
@@ -464,24 +455,17 @@ def load_incidents(event, context=None, *, env=None, sleep=time.sleep) -> dict:
         result = {**carry, "success": True, "complete": done, "cursor": None if done else cursor,
                   "counts": counts, "invocations": invocations}
         _log("step_progress", step="lambda_2", run_id=run_id, complete=done, counts=counts)
-        close_quietly(conn)
         return result
-    except PgError as exc:
-        err = _db_error(exc)
-    except PipelineError as exc:
-        err = exc
-    except BaseException:
-        close_quietly(conn)
-        raise
+    except (PgError, PipelineError) as exc:
+        extra = dict(carry)
+        if state is not None:  # where the load got to: the committed cursor and the counts so far
+            extra.update(cursor=state.cursor, counts=state.counts)
+        err = _db_error(exc) if isinstance(exc, PgError) else exc
+        return _fail("lambda_2", err, conn, carry.get("run_id"), extra)
     finally:
         if client is not None:
             client.close()
-    extra = dict(carry)
-    if state is not None:
-        extra.update(cursor=state.cursor, counts=state.counts)
-    result = _fail("lambda_2", err, conn, carry.get("run_id"), extra)
-    close_quietly(conn)
-    return result
+        close_quietly(conn)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -504,24 +488,23 @@ def validate_run(event, context=None, *, env=None) -> dict:
             raise PipelineError("lambda_3 needs a complete load (lambda_2 returned complete: false)",
                                 "incomplete_load")
         counts = inp.get("counts") or {}
-        try:
-            runs.set_step(conn, run_id, "lambda_3")
-            results = run_checks(conn, run_id, carry["window"]["since"], carry["window"]["until"],
-                                 carry.get("filters") or {}, carry.get("expected_incidents"),
-                                 counts.get("log_entries_api"))
-            failed = [r["name"] for r in results if r["blocking"] and not r["passed"]]
-            summary = {"checks": {r["name"]: r["passed"] for r in results}, "failed_checks": failed}
-            if failed:
-                raise PipelineError(f"blocking data checks failed: {', '.join(failed)}", "validation_failed",
-                                    **summary)
-            watermark = runs.succeed(conn, run_id, carry.get("scope") or scope_of(carry.get("filters") or {}),
-                                     carry["window"]["until"], {"lambda_3": summary})
-        except PgError as exc:
-            raise _db_error(exc) from None
+        runs.set_step(conn, run_id, "lambda_3")
+        results = run_checks(conn, run_id, carry["window"]["since"], carry["window"]["until"],
+                             carry.get("filters") or {}, carry.get("expected_incidents"),
+                             counts.get("log_entries_api"))
+        failed = [r["name"] for r in results if r["blocking"] and not r["passed"]]
+        summary = {"checks": {r["name"]: r["passed"] for r in results}, "failed_checks": failed}
+        if failed:
+            raise PipelineError(f"blocking data checks failed: {', '.join(failed)}", "validation_failed",
+                                **summary)
+        watermark = runs.succeed(conn, run_id, carry.get("scope") or scope_of(carry.get("filters") or {}),
+                                 carry["window"]["until"], {"lambda_3": summary})
         result = {**carry, "success": True, "counts": counts, **summary,
                   "watermark": iso(watermark)}
         _log("step_succeeded", step="lambda_3", run_id=run_id, watermark=result["watermark"])
         return result
+    except PgError as exc:
+        return _fail("lambda_3", _db_error(exc), conn, run_id, carry)
     except PipelineError as exc:
         return _fail("lambda_3", exc, conn, run_id, carry)
     finally:
