@@ -34,13 +34,12 @@ from pagerduty_pipeline.client import PagerDutyClient  # noqa: E402
 from pagerduty_pipeline.db import _nodelay  # noqa: E402
 from pagerduty_pipeline.loaders import incident_row, log_entry_row  # noqa: E402
 from pagerduty_pipeline.migrations import migrate  # noqa: E402
+from tests.support.pipeline import envelope as _envelope, row_counts  # noqa: E402
 from tests.support.postgres import throwaway_postgres  # noqa: E402
 
 UTC = timezone.utc
 TOKEN = "bench-token"
 START = datetime(2024, 3, 1, tzinfo=UTC)
-DATA_TABLES = ["services", "teams", "users", "escalation_policies", "priorities", "incidents",
-               "incident_assignments", "incident_teams", "log_entries", "notes", "alerts"]
 
 
 def start_server(n: int, days: float) -> tuple[subprocess.Popen, str]:
@@ -57,12 +56,7 @@ def start_server(n: int, days: float) -> tuple[subprocess.Popen, str]:
 
 
 def envelope(inp, name, state):
-    return {"execution_id": f"arn:aws:states:eu-west-2:123456789012:execution:bench:{name}",
-            "execution_name": name, "state_name": state, "input": inp}
-
-
-def total_rows(conn) -> int:
-    return sum(conn.run(f"SELECT count(*) FROM pagerduty.{t}")[0][0] for t in DATA_TABLES)
+    return _envelope(inp, name, state, state_machine="bench")
 
 
 def cpu_seconds(pids, children_of_first: bool = False) -> float:
@@ -216,7 +210,7 @@ def bench(n: int, durable: bool, baseline: bool) -> None:
             res = run_pipeline(env, window, f"bench-{n}", pg, proc.pid)
             conn = pg.connect()
             c2 = res["step2"]["counts"]
-            rows = total_rows(conn)
+            rows = sum(row_counts(conn).values())
             with_notes = conn.run("SELECT count(DISTINCT incident_id) FROM pagerduty.notes")[0][0]
             with_alerts = conn.run("SELECT count(DISTINCT incident_id) FROM pagerduty.alerts")[0][0]
             dims = res["step1"]["counts"]["dimensions"]

@@ -37,6 +37,7 @@ for _path in (ROOT, ROOT / "layer" / "python"):  # the layer package, as in the 
 
 from tests.support.fake_pagerduty import FakePagerDuty, generate_account  # noqa: E402
 from tests.support.lambda_runtime import Database, LocalWorkflow, SynthesizedWorkflow, WorkflowRun  # noqa: E402
+from tests.support.pipeline import DATA_TABLES, row_count  # noqa: E402
 from tests.support.postgres import throwaway_postgres  # noqa: E402
 from tools.terraform import terraform_path  # noqa: E402
 from tools.validate import validate_stack  # noqa: E402
@@ -45,9 +46,7 @@ UTC = timezone.utc
 SAMPLE_TOKEN = "local-run-token"
 STEP_STATES = {"lambda_1": "FetchInitialData", "lambda_2": "FetchIncidents", "lambda_3": "ValidateData",
                "lambda_error_handler": "HandleError"}
-TABLES_FIRST = ["services", "teams", "users", "escalation_policies", "priorities", "incidents",
-                "incident_assignments", "incident_teams", "log_entries", "notes", "alerts", "pipeline_runs",
-                "validation_results", "watermarks"]
+TABLES_FIRST = [*DATA_TABLES, "pipeline_runs", "validation_results", "watermarks"]
 
 
 class Interrupted(Exception):
@@ -221,7 +220,7 @@ def report(console: Console, workflow: LocalWorkflow, run: WorkflowRun, db: Data
         ordered = [t for t in TABLES_FIRST if t in tables] + sorted(set(tables) - set(TABLES_FIRST))
         console.section(f"Rows per table ({db.dbname} on {db.host}:{db.port}, schema pagerduty)")
         if ordered:
-            table(console, [[t, f"{conn.run(f'SELECT count(*) FROM pagerduty.{t}')[0][0]:,}"] for t in ordered],
+            table(console, [[t, f"{row_count(conn, t):,}"] for t in ordered],
                   ["table", "rows"])
         else:
             console.line("  (no pagerduty schema)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from datetime import datetime, timezone
+from unittest import mock
 
 import pytest
 
@@ -13,13 +14,12 @@ from moto import mock_aws
 
 from pagerduty_pipeline import steps
 from tests.support.fake_pagerduty import FakePagerDuty, generate_account
+from tests.support.pipeline import DATA_TABLES, envelope, row_count as count  # noqa: F401  (re-exported for tests)
 from tests.support.postgres import empty_pipeline_schema, throwaway_postgres
 
 UTC = timezone.utc
 TOKEN = "pd-test-token-0123456789"
 START = datetime(2024, 3, 1, tzinfo=UTC)
-DATA_TABLES = ["services", "teams", "users", "escalation_policies", "priorities", "incidents",
-               "incident_assignments", "incident_teams", "log_entries", "notes", "alerts"]
 
 
 @pytest.fixture(scope="session")
@@ -36,18 +36,11 @@ AWS_TEST_ENV = {"AWS_DEFAULT_REGION": "eu-west-2", "AWS_ACCESS_KEY_ID": "testing
 @pytest.fixture(scope="session", autouse=True)
 def aws_test_env():
     """Fake AWS credentials for moto, restored afterwards (other suites share the process)."""
-    saved = {k: os.environ.get(k) for k in AWS_TEST_ENV}
-    for k, v in AWS_TEST_ENV.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    yield
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with mock.patch.dict(os.environ, {k: v for k, v in AWS_TEST_ENV.items() if v is not None}):
+        for k, v in AWS_TEST_ENV.items():
+            if v is None:
+                os.environ.pop(k, None)  # restored by patch.dict on exit
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -106,18 +99,8 @@ class FakeContext:
         return self.remaining()
 
 
-def envelope(inp, name="exec-1", state="Step"):
-    return {"execution_id": f"arn:aws:states:eu-west-2:123456789012:execution:sm:{name}",
-            "execution_name": name, "state_name": state, "input": inp}
-
-
 def noop_sleep(seconds):
-    noop_sleep.total += seconds
-    noop_sleep.calls.append(seconds)
-
-
-noop_sleep.total = 0.0
-noop_sleep.calls = []
+    """Retry waits of the steps, skipped."""
 
 
 def run_pipeline(env, inp, name="exec-1", context=None, sleep=noop_sleep, max_loops=1000):
@@ -143,7 +126,3 @@ def table_dump(conn, tables=DATA_TABLES) -> dict:
         rows = conn.run(f"SELECT to_jsonb(x)::text FROM pagerduty.{t} x ORDER BY 1")
         dump[t] = [r[0] for r in rows]
     return dump
-
-
-def count(conn, table, where="true", **params) -> int:
-    return conn.run(f"SELECT count(*) FROM pagerduty.{table} WHERE {where}", **params)[0][0]

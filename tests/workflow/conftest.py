@@ -18,6 +18,7 @@ from tests.support.fake_pagerduty import Account, FakePagerDuty, generate_accoun
 from tests.support.lambda_runtime import (
     Database, InProcessLambdas, LocalWorkflow, SynthesizedWorkflow, WorkflowRun,
 )
+from tests.support.pipeline import row_counts  # noqa: F401  (re-exported for tests)
 from tests.support.postgres import empty_pipeline_schema, throwaway_postgres
 from tests.support.synth import synthesize
 
@@ -30,8 +31,6 @@ STACK = "stepfuncproject-dev"
 HAPPY_PATH = ["FetchInitialData", "CheckFetchInitialData", "FetchIncidents", "CheckFetchIncidents",
               "ValidateData", "CheckValidateData", "PipelineSucceeded"]
 STEP_STATES = {"lambda_1": "FetchInitialData", "lambda_2": "FetchIncidents", "lambda_3": "ValidateData"}
-DATA_TABLES = ["services", "teams", "users", "escalation_policies", "priorities", "incidents",
-               "incident_assignments", "incident_teams", "log_entries", "notes", "alerts"]
 
 
 @pytest.fixture(scope="session")
@@ -89,10 +88,6 @@ def run_workflow(synthesized, pg, db, pagerduty) -> Callable[..., Outcome]:
         return Outcome(run, workflow.lambdas, workflow)
 
     return run
-
-
-def row_counts(conn) -> dict[str, int]:
-    return {t: conn.run(f"SELECT count(*) FROM pagerduty.{t}")[0][0] for t in DATA_TABLES}
 
 
 def pipeline_runs(conn) -> list[dict[str, Any]]:
