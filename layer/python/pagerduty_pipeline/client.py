@@ -87,7 +87,6 @@ class PagerDutyClient:
         parts = urlsplit(base_url.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"invalid PagerDuty base URL {base_url!r}")
-        self._token = token
         self.base_url = base_url.rstrip("/")
         self._scheme, self._host = parts.scheme, parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -97,6 +96,8 @@ class PagerDutyClient:
         self.sleep, self.rng = sleep, rng
         self.bucket = TokenBucket(rate_per_minute, clock=clock, sleep=sleep)
         self._ssl = ssl_context
+        self._headers = {"Authorization": f"Token token={token}", "Accept": ACCEPT,
+                         "User-Agent": "pagerduty-pipeline/1.0", "Connection": "keep-alive"}
         self._conn: http.client.HTTPConnection | None = None
         self.request_count = 0  # HTTP attempts, retries included
         self.retry_count = 0
@@ -134,73 +135,67 @@ class PagerDutyClient:
         """GET ``path`` (relative to the base URL) and return the decoded JSON object."""
         query = urlencode(_flatten(params), doseq=True)
         target = f"{self._prefix}{path}" + (f"?{query}" if query else "")
-        headers = {"Authorization": f"Token token={self._token}", "Accept": ACCEPT,
-                   "User-Agent": "pagerduty-pipeline/1.0", "Connection": "keep-alive"}
         last: PagerDutyError | None = None
         for attempt in range(self.max_retries + 1):
             if attempt:
                 self.retry_count += 1
             self.bucket.acquire()
             self.request_count += 1
-            try:
-                conn = self._connection()
-                conn.request("GET", target, headers=headers)
-                resp = conn.getresponse()
-                body = resp.read()
-                status = resp.status
-                resp_headers = {k.lower(): v for k, v in resp.getheaders()}
-                if resp_headers.get("connection", "").lower() == "close":
-                    self.close()
-            except (OSError, http.client.HTTPException) as exc:
-                self.close()
-                last = PagerDutyError(f"PagerDuty not reachable on GET {path}: {type(exc).__name__}: {exc}",
-                                      "pagerduty_unavailable")
-                delay = self._backoff(attempt)
-                log.warning("GET %s failed (%s); retry %d in %.1fs", path, type(exc).__name__, attempt + 1, delay)
-                if attempt < self.max_retries:
-                    self.sleep(delay)
-                continue
-            self._note_rate_headers(resp_headers)
-            if 200 <= status < 300:
-                try:
-                    data = orjson.loads(body)
-                    if not isinstance(data, dict):
-                        raise ValueError("top-level JSON is not an object")
-                    return data
-                except ValueError as exc:
-                    last = PagerDutyError(f"PagerDuty returned malformed JSON on GET {path} (HTTP {status}, "
-                                          f"{len(body)} bytes): {exc}", "pagerduty_bad_response", status=status)
-                    delay = self._backoff(attempt)
-                    log.warning("GET %s: malformed JSON; retry %d in %.1fs", path, attempt + 1, delay)
-                    if attempt < self.max_retries:
-                        self.sleep(delay)
-                    continue
-            message, pd_code = _error_of(body)
-            if status in RETRYABLE_STATUS:
-                code = "pagerduty_rate_limited" if status == 429 else "pagerduty_unavailable"
-                last = PagerDutyError(f"PagerDuty HTTP {status} on GET {path}: {message}"
-                                      + (f" (code {pd_code})" if pd_code is not None else ""),
-                                      code, status=status, pd_code=pd_code)
-                delay = self._backoff(attempt)
-                reset = _number(resp_headers.get("ratelimit-reset")) if status == 429 else None
-                retry_after = _number(resp_headers.get("retry-after"))
-                if reset is not None:
-                    delay = reset + self.rng()
-                elif retry_after is not None:
-                    delay = retry_after
-                log.warning("GET %s: HTTP %d; retry %d in %.1fs", path, status, attempt + 1, delay)
-                if attempt < self.max_retries:
-                    self.sleep(delay)
-                continue
-            code = {400: "pagerduty_bad_request", 401: "pagerduty_unauthorized", 403: "pagerduty_forbidden",
-                    404: "pagerduty_not_found"}.get(status, "pagerduty_error")
-            raise PagerDutyError(f"PagerDuty HTTP {status} on GET {path}: {message}"
-                                 + (f" (code {pd_code})" if pd_code is not None else ""),
-                                 code, status=status, pd_code=pd_code)
+            data, last, delay = self._attempt(path, target, attempt)
+            if data is not None:
+                return data
+            log.warning("GET %s: %s; retry %d in %.1fs", path, last.message, attempt + 1, delay)
+            if attempt < self.max_retries:
+                self.sleep(delay)
         assert last is not None
         last.message = f"{last.message} — gave up after {self.max_retries + 1} attempts"
         last.args = (last.message,)
         raise last
+
+    def _attempt(self, path: str, target: str, attempt: int) -> tuple[dict | None, PagerDutyError | None, float]:
+        """One request: (data, None, 0) on success, (None, error, delay before the next try) when the
+        failure is worth retrying; a failure that is not is raised at once."""
+        try:
+            conn = self._connection()
+            conn.request("GET", target, headers=self._headers)
+            resp = conn.getresponse()
+            body = resp.read()
+            status = resp.status
+            resp_headers = {k.lower(): v for k, v in resp.getheaders()}
+            if resp_headers.get("connection", "").lower() == "close":
+                self.close()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            return None, PagerDutyError(f"PagerDuty not reachable on GET {path}: {type(exc).__name__}: {exc}",
+                                        "pagerduty_unavailable"), self._backoff(attempt)
+        self._note_rate_headers(resp_headers)
+        if 200 <= status < 300:
+            try:
+                data = orjson.loads(body)
+                if not isinstance(data, dict):
+                    raise ValueError("top-level JSON is not an object")
+                return data, None, 0.0
+            except ValueError as exc:
+                return None, PagerDutyError(f"PagerDuty returned malformed JSON on GET {path} (HTTP {status}, "
+                                            f"{len(body)} bytes): {exc}", "pagerduty_bad_response",
+                                            status=status), self._backoff(attempt)
+        message, pd_code = _error_of(body)
+        text = f"PagerDuty HTTP {status} on GET {path}: {message}"
+        if pd_code is not None:
+            text += f" (code {pd_code})"
+        if status not in RETRYABLE_STATUS:
+            code = {400: "pagerduty_bad_request", 401: "pagerduty_unauthorized", 403: "pagerduty_forbidden",
+                    404: "pagerduty_not_found"}.get(status, "pagerduty_error")
+            raise PagerDutyError(text, code, status=status, pd_code=pd_code)
+        code = "pagerduty_rate_limited" if status == 429 else "pagerduty_unavailable"
+        delay = self._backoff(attempt)
+        reset = _number(resp_headers.get("ratelimit-reset")) if status == 429 else None
+        retry_after = _number(resp_headers.get("retry-after"))
+        if reset is not None:
+            delay = reset + self.rng()
+        elif retry_after is not None:
+            delay = retry_after
+        return None, PagerDutyError(text, code, status=status, pd_code=pd_code), delay
 
     def _note_rate_headers(self, headers: dict) -> None:
         remaining = _number(headers.get("ratelimit-remaining"))
