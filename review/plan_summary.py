@@ -357,10 +357,6 @@ def _code(text: str) -> str:
     return f"`{text}`"
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def _diff_lines(changes: list[AttrChange], forced: set[str] | None = None,
                 group_unknown: bool = False) -> list[str]:
     """Terraform-like diff lines: ``~ path = before -> after``; JSON documents as line diffs.
@@ -434,6 +430,7 @@ class Entry:
     previous_address: str | None = None
     importing: bool = False
     security: str | None = None
+    _attr_changes: list[AttrChange] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def label(self) -> str:
@@ -448,12 +445,16 @@ class Entry:
         return text + (f" ({'; '.join(notes)})" if notes else "")
 
     def attr_changes(self) -> list[AttrChange]:
-        ch = self.change
-        return diff_attrs(ch.get("before"), ch.get("after"), ch.get("after_unknown"),
-                          ch.get("before_sensitive"), ch.get("after_sensitive"))
+        """The attribute diff, computed once (classification and rendering both use it)."""
+        if self._attr_changes is None:
+            ch = self.change
+            self._attr_changes = diff_attrs(ch.get("before"), ch.get("after"), ch.get("after_unknown"),
+                                            ch.get("before_sensitive"), ch.get("after_sensitive"))
+        return self._attr_changes
 
 
-def _security_category(rtype: str, kind: str, entry_changes: list[AttrChange] | None) -> str | None:
+def _security_category(entry: Entry) -> str | None:
+    rtype, kind = entry.rtype, entry.kind
     for prefix, label in _SECURITY_PREFIXES:
         if rtype.startswith(prefix):
             return label
@@ -462,7 +463,9 @@ def _security_category(rtype: str, kind: str, entry_changes: list[AttrChange] | 
     if rtype == "aws_apigatewayv2_route":
         if kind in ("create", "delete", "replace"):
             return "API authorization"
-        if entry_changes and any(c.path.split(".")[0].split("[")[0] in _ROUTE_AUTH_ATTRS for c in entry_changes):
+        # Only route updates need the attribute diff: do they touch authorization?
+        if kind == "update" and any(c.path.split(".")[0].split("[")[0] in _ROUTE_AUTH_ATTRS
+                                    for c in entry.attr_changes()):
             return "API authorization"
     return None
 
@@ -486,18 +489,23 @@ def _entries(items: list[dict]) -> list[Entry]:
             importing=bool(change.get("importing")),
         )
         if entry.mode == "managed" and kind not in ("no-op", "read"):
-            entry.security = _security_category(entry.rtype, kind,
-                                                 entry.attr_changes() if kind == "update" else None)
+            entry.security = _security_category(entry)
         out.append(entry)
     out.sort(key=lambda e: (_natural_key(e.address), e.deposed or ""))
     return out
 
 
-def count_actions(plan: dict) -> dict[str, int]:
+def _count(kinds: Iterable[str]) -> dict[str, int]:
+    """Resources per action: every action in ACTIONS (0 when absent), then any other kind in order of
+    appearance."""
     counts = {a: 0 for a in ACTIONS}
-    for e in _entries(plan.get("resource_changes") or []):
-        counts[e.kind] = counts.get(e.kind, 0) + 1
+    for kind in kinds:
+        counts[kind] = counts.get(kind, 0) + 1
     return counts
+
+
+def count_actions(plan: dict) -> dict[str, int]:
+    return _count(classify((rc.get("change") or {}).get("actions")) for rc in plan.get("resource_changes") or [])
 
 
 # --------------------------------------------------------------------------- rendering
@@ -595,16 +603,13 @@ def _render(plan: dict, title: str, full_plan_hint: str | None, max_chars: int, 
              for e in _entries(plan.get("resource_drift") or [])]
     # Entries whose only differences are null vs empty are provider noise.
     drift = [(e, lines) for e, lines in drift if lines or e.kind != "update"]
-    counts = {a: 0 for a in ACTIONS}
-    for e in entries:
-        counts[e.kind] = counts.get(e.kind, 0) + 1
+    counts = _count(e.kind for e in entries)  # in address order, like the sections
 
     head: list[str] = [f"{h1} {title}"]
     if plan.get("errored"):
         head.append("> [!WARNING]\n> Terraform reported errors while planning: this plan is incomplete.")
     elif plan.get("complete") is False:
         head.append("> [!NOTE]\n> Terraform deferred some changes: another plan/apply round will be needed.")
-    changing = [e for e in entries if e.kind not in ("no-op",)]
     outputs = _output_rows(plan)
     if not any(e.kind not in ("no-op", "read") for e in entries) and not outputs:
         head.append("**No changes.** The infrastructure matches the configuration.")
@@ -692,10 +697,10 @@ def _render(plan: dict, title: str, full_plan_hint: str | None, max_chars: int, 
     return _assemble(head, sections, footer, max_chars, full_plan_hint)
 
 
-def _join_blocks(blocks: list[str], sep_for) -> str:
+def _join_blocks(blocks: list[str]) -> str:
     out = ""
     for i, b in enumerate(blocks):
-        out += (sep_for(blocks[i - 1], b) if i else "") + b
+        out += (_sep(blocks[i - 1], b) if i else "") + b
     return out
 
 
@@ -718,14 +723,14 @@ def _assemble(head: list[str], sections: list[_Section], footer: str, max_chars:
 
     blocks = list(head)
     full = blocks + [b for s in sections for b in ([s.heading] + s.intro + s.blocks)] + ([footer] if footer else [])
-    text = _join_blocks(full, _sep) + "\n"
+    text = _join_blocks(full) + "\n"
     if len(text) <= max_chars:
         return text
 
     reserve = len(note(total_blocks)) + len(footer) + 8
     budget = max_chars - reserve
     out = list(blocks)
-    used = len(_join_blocks(out, _sep))
+    used = len(_join_blocks(out))
     shown = 0
     stop = False
     for s in sections:
@@ -745,7 +750,7 @@ def _assemble(head: list[str], sections: list[_Section], footer: str, max_chars:
     out.insert(len(head), note(total_blocks - shown))
     if footer:
         out.append(footer)
-    text = _join_blocks(out, _sep) + "\n"
+    text = _join_blocks(out) + "\n"
     if len(text) > max_chars:  # the head alone is too big (tiny budgets): hard cut
         text = text[: max(0, max_chars - 3)].rstrip() + "\n…\n"
     return text
