@@ -97,20 +97,29 @@ def _dim_row(kind: str, obj: dict, stub: bool) -> dict:
     return row
 
 
+def _recordset_insert(table: str, columns: list[tuple[str, str]], tail: str = "") -> str:
+    """``INSERT INTO pagerduty.<table> AS t (…) SELECT r.… FROM jsonb_to_recordset(:rows) AS r(…) <tail>``:
+    a whole batch in one statement, its rows one JSON parameter the server parses."""
+    names = [name for name, _ in columns]
+    sql = (f"INSERT INTO pagerduty.{table} AS t ({', '.join(names)}) SELECT {', '.join('r.' + n for n in names)} "
+           f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({', '.join(f'{n} {t}' for n, t in columns)})")
+    return f"{sql} {tail}" if tail else sql
+
+
+def _upsert(columns: list[tuple[str, str]], where: str) -> str:
+    """ON CONFLICT clause replacing every column but ``id`` when ``where`` holds."""
+    sets = ", ".join(f"{name} = EXCLUDED.{name}" for name, _ in columns if name != "id")
+    return f"ON CONFLICT (id) DO UPDATE SET {sets} WHERE {where}"
+
+
 def _dim_sql(kind: str, mode: str) -> str:
-    cols = [c for c, _t, _g in _DIM_COLUMNS[kind]]
-    decl = ", ".join(f"{c} {t}" for c, t, _g in _DIM_COLUMNS[kind])
-    collist = ", ".join(cols)
-    sql = (f"INSERT INTO pagerduty.{kind} AS t (id, {collist}, is_stub, missing_since, raw) "
-           f"SELECT r.id, {', '.join('r.' + c for c in cols)}, r.is_stub, NULL, r.raw "
-           f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id text, {decl}, is_stub boolean, raw jsonb) "
-           f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in cols)}, "
-           f"is_stub = EXCLUDED.is_stub, missing_since = NULL, raw = EXCLUDED.raw")
-    if mode == "ensure":  # only upgrade a stub to a full object; never touch a full row
-        sql += " WHERE t.is_stub AND NOT EXCLUDED.is_stub"
-    elif mode == "full":  # skip rewriting identical rows
-        sql += (" WHERE t.raw IS DISTINCT FROM EXCLUDED.raw OR t.is_stub OR t.missing_since IS NOT NULL")
-    return sql
+    """mode "ensure" only upgrades a stub to a full object (never touches a full row); "full" skips
+    rewriting identical rows. ``missing_since`` is absent from the rows, so it is written NULL."""
+    columns = [("id", "text"), *((c, t) for c, t, _g in _DIM_COLUMNS[kind]), ("is_stub", "boolean"),
+               ("missing_since", "timestamptz"), ("raw", "jsonb")]
+    where = {"ensure": "t.is_stub AND NOT EXCLUDED.is_stub",
+             "full": "t.raw IS DISTINCT FROM EXCLUDED.raw OR t.is_stub OR t.missing_since IS NOT NULL"}[mode]
+    return _recordset_insert(kind, columns, _upsert(columns, where))
 
 
 _INCIDENT_COLS = [("id", "text"), ("incident_number", "bigint"), ("title", "text"), ("status", "text"),
@@ -118,39 +127,21 @@ _INCIDENT_COLS = [("id", "text"), ("incident_number", "bigint"), ("title", "text
                   ("priority_id", "text"), ("created_at", "timestamptz"), ("updated_at", "timestamptz"),
                   ("resolved_at", "timestamptz"), ("last_status_change_at", "timestamptz"),
                   ("incident_key", "text"), ("raw", "jsonb")]
-_INCIDENT_SQL = (
-    "INSERT INTO pagerduty.incidents AS t ({cols}) SELECT {rcols} FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
-    "AS r({decl}) ON CONFLICT (id) DO UPDATE SET {sets} "
-    "WHERE t.updated_at IS NULL OR EXCLUDED.updated_at IS NULL OR EXCLUDED.updated_at >= t.updated_at "
-    "RETURNING id, (xmax = 0) AS inserted"
-).format(cols=", ".join(c for c, _ in _INCIDENT_COLS), rcols=", ".join("r." + c for c, _ in _INCIDENT_COLS),
-         decl=", ".join(f"{c} {t}" for c, t in _INCIDENT_COLS),
-         sets=", ".join(f"{c} = EXCLUDED.{c}" for c, _ in _INCIDENT_COLS if c != "id"))
-
-_ASSIGN_SQL = ("INSERT INTO pagerduty.incident_assignments (incident_id, user_id, assigned_at) "
-               "SELECT r.incident_id, r.user_id, r.assigned_at FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
-               "AS r(incident_id text, user_id text, assigned_at timestamptz)")
-_TEAMS_SQL = ("INSERT INTO pagerduty.incident_teams (incident_id, team_id) "
-              "SELECT r.incident_id, r.team_id FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
-              "AS r(incident_id text, team_id text)")
-_LOG_SQL = ("INSERT INTO pagerduty.log_entries (id, incident_id, type, created_at, agent_type, agent_id, "
-            "channel_type, raw) SELECT r.id, r.incident_id, r.type, r.created_at, r.agent_type, r.agent_id, "
-            "r.channel_type, r.raw FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id text, incident_id text, "
-            "type text, created_at timestamptz, agent_type text, agent_id text, channel_type text, raw jsonb) "
-            "ON CONFLICT (id) DO NOTHING")
-_NOTES_SQL = ("INSERT INTO pagerduty.notes AS t (id, incident_id, user_id, content, created_at, raw) "
-              "SELECT r.id, r.incident_id, r.user_id, r.content, r.created_at, r.raw "
-              "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id text, incident_id text, user_id text, "
-              "content text, created_at timestamptz, raw jsonb) ON CONFLICT (id) DO UPDATE SET "
-              "incident_id = EXCLUDED.incident_id, user_id = EXCLUDED.user_id, content = EXCLUDED.content, "
-              "created_at = EXCLUDED.created_at, raw = EXCLUDED.raw WHERE t.raw IS DISTINCT FROM EXCLUDED.raw")
-_ALERTS_SQL = ("INSERT INTO pagerduty.alerts AS t (id, incident_id, status, alert_key, severity, service_id, "
-               "created_at, raw) SELECT r.id, r.incident_id, r.status, r.alert_key, r.severity, r.service_id, "
-               "r.created_at, r.raw FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id text, incident_id text, "
-               "status text, alert_key text, severity text, service_id text, created_at timestamptz, raw jsonb) "
-               "ON CONFLICT (id) DO UPDATE SET incident_id = EXCLUDED.incident_id, status = EXCLUDED.status, "
-               "alert_key = EXCLUDED.alert_key, severity = EXCLUDED.severity, service_id = EXCLUDED.service_id, "
-               "created_at = EXCLUDED.created_at, raw = EXCLUDED.raw WHERE t.raw IS DISTINCT FROM EXCLUDED.raw")
+_INCIDENT_SQL = _recordset_insert("incidents", _INCIDENT_COLS, _upsert(
+    _INCIDENT_COLS, "t.updated_at IS NULL OR EXCLUDED.updated_at IS NULL OR EXCLUDED.updated_at >= t.updated_at")
+    + " RETURNING id, (xmax = 0) AS inserted")
+_ASSIGN_SQL = _recordset_insert("incident_assignments",
+                                [("incident_id", "text"), ("user_id", "text"), ("assigned_at", "timestamptz")])
+_TEAMS_SQL = _recordset_insert("incident_teams", [("incident_id", "text"), ("team_id", "text")])
+_LOG_SQL = _recordset_insert("log_entries", [
+    ("id", "text"), ("incident_id", "text"), ("type", "text"), ("created_at", "timestamptz"), ("agent_type", "text"),
+    ("agent_id", "text"), ("channel_type", "text"), ("raw", "jsonb")], "ON CONFLICT (id) DO NOTHING")
+_NOTE_COLS = [("id", "text"), ("incident_id", "text"), ("user_id", "text"), ("content", "text"),
+              ("created_at", "timestamptz"), ("raw", "jsonb")]
+_NOTES_SQL = _recordset_insert("notes", _NOTE_COLS, _upsert(_NOTE_COLS, "t.raw IS DISTINCT FROM EXCLUDED.raw"))
+_ALERT_COLS = [("id", "text"), ("incident_id", "text"), ("status", "text"), ("alert_key", "text"),
+               ("severity", "text"), ("service_id", "text"), ("created_at", "timestamptz"), ("raw", "jsonb")]
+_ALERTS_SQL = _recordset_insert("alerts", _ALERT_COLS, _upsert(_ALERT_COLS, "t.raw IS DISTINCT FROM EXCLUDED.raw"))
 
 
 def incident_row(inc: dict) -> dict:
@@ -169,6 +160,33 @@ def log_entry_row(entry: dict, incident_id: str) -> dict:
     return {"id": entry["id"], "incident_id": incident_id, "type": entry.get("type"),
             "created_at": entry.get("created_at"), "agent_type": agent.get("type"), "agent_id": agent.get("id"),
             "channel_type": channel.get("type"), "raw": normalize_log_entry(entry)}
+
+
+def note_row(inc_id: str, note: dict) -> dict:
+    return {"id": note["id"], "incident_id": inc_id, "user_id": _id(note.get("user")),
+            "content": note.get("content"), "created_at": note.get("created_at"),
+            "raw": {**note, "user": ref(note.get("user"))}}
+
+
+def alert_row(inc_id: str, alert: dict) -> dict:
+    return {"id": alert["id"], "incident_id": inc_id, "status": alert.get("status"),
+            "alert_key": alert.get("alert_key"), "severity": alert.get("severity"),
+            "service_id": _id(alert.get("service")), "created_at": alert.get("created_at"),
+            "raw": {**alert, "service": ref(alert.get("service")), "incident": ref(alert.get("incident"))}}
+
+
+def _child_rows(by_incident: dict[str, list[dict]], embedded: str, refs: dict[str, dict], row) -> list[dict]:
+    """Rows of an incident's notes or alerts (items without an id are skipped); the object each
+    embeds (a note's user, an alert's service) is collected into ``refs`` for the FK."""
+    rows = []
+    for inc_id, items in by_incident.items():
+        for item in items:
+            if not _id(item):
+                continue
+            if _id(item.get(embedded)):
+                refs.setdefault(item[embedded]["id"], item[embedded])
+            rows.append(row(inc_id, item))
+    return rows
 
 
 class Loader:
@@ -331,26 +349,8 @@ class Loader:
     def write_details(self, notes: dict[str, list[dict]], alerts: dict[str, list[dict]]) -> dict:
         """One transaction for a batch of incidents: notes (replaced per incident) and alerts (upserted)."""
         refs: dict[str, dict[str, dict]] = {"users": {}, "services": {}}
-        nrows, arows = [], []
-        for inc_id, items in notes.items():
-            for n in items:
-                if not _id(n):
-                    continue
-                if _id(n.get("user")):
-                    refs["users"].setdefault(n["user"]["id"], n["user"])
-                nrows.append({"id": n["id"], "incident_id": inc_id, "user_id": _id(n.get("user")),
-                              "content": n.get("content"), "created_at": n.get("created_at"),
-                              "raw": {**n, "user": ref(n.get("user"))}})
-        for inc_id, items in alerts.items():
-            for a in items:
-                if not _id(a):
-                    continue
-                if _id(a.get("service")):
-                    refs["services"].setdefault(a["service"]["id"], a["service"])
-                arows.append({"id": a["id"], "incident_id": inc_id, "status": a.get("status"),
-                              "alert_key": a.get("alert_key"), "severity": a.get("severity"),
-                              "service_id": _id(a.get("service")), "created_at": a.get("created_at"),
-                              "raw": {**a, "service": ref(a.get("service")), "incident": ref(a.get("incident"))}})
+        nrows = _child_rows(notes, "user", refs["users"], note_row)
+        arows = _child_rows(alerts, "service", refs["services"], alert_row)
         with self._tx():
             added = self._ensure(refs)
             if notes:
