@@ -20,7 +20,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,10 +34,11 @@ for _path in (ROOT, ROOT / "layer" / "python"):  # the layer package, as in the 
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from tests.support.fake_pagerduty import FakePagerDuty, generate_account  # noqa: E402
+from tests.support.fake_pagerduty import FakePagerDuty, generate_account, iso  # noqa: E402
 from tests.support.lambda_runtime import Database, LocalWorkflow, SynthesizedWorkflow, WorkflowRun  # noqa: E402
 from tests.support.pipeline import DATA_TABLES, row_count  # noqa: E402
 from tests.support.postgres import throwaway_postgres  # noqa: E402
+from tests.support.synth import run_main  # noqa: E402
 from tools.terraform import terraform_path  # noqa: E402
 from tools.validate import validate_stack  # noqa: E402
 
@@ -139,10 +139,11 @@ def table(console: Console, rows: list[list[str]], header: list[str] | None = No
 # setup steps
 # ---------------------------------------------------------------------------------------------
 def synthesize(outdir: Path, environments: list[str] | None) -> list[Path]:
-    args = [sys.executable, str(ROOT / "main.py"), "--outdir", str(outdir)]
+    args = ["--outdir", str(outdir)]
     for env in environments or []:
         args += ["--environment", env]
-    completed = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=False)
+    # the user's STEPFUNC_STOCK_IMPORT applies, and a synth may take as long as it takes
+    completed = run_main(*args, stock_import=None, timeout=None)
     if completed.returncode != 0:
         raise SetupError(f"synth failed ({completed.returncode}):\n{completed.stdout}{completed.stderr}")
     return sorted(p for p in (outdir / "stacks").iterdir() if (p / "cdk.tf.json").is_file())
@@ -162,10 +163,6 @@ def sample_account(n_incidents: int, seed: int):
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     start = end - timedelta(days=7)
     return generate_account(n_incidents, seed, start, end), start, end
-
-
-def iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ---------------------------------------------------------------------------------------------

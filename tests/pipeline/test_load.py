@@ -9,7 +9,7 @@ import pytest
 
 from pagerduty_pipeline import steps
 from tests.pipeline.conftest import (START, count, envelope, make_env, make_server, run_pipeline, table_dump)
-from tests.support.fake_pagerduty import generate_account
+from tests.support.fake_pagerduty import generate_account, iso
 
 UTC = timezone.utc
 WEEK = {"since": "2024-03-01T00:00:00Z", "until": "2024-03-09T00:00:00Z"}  # data spans 7 days
@@ -197,14 +197,10 @@ def test_default_window_and_watermark(pg, secrets_arns, db):
         assert second["step3"]["success"]
         assert datetime.fromisoformat(second["step1"]["window"]["since"]) == until - timedelta(hours=1)
         # an explicit older window never moves the watermark backwards
-        third = run_pipeline(env, {"since": iso_(now - timedelta(hours=40)), "until": iso_(now - timedelta(hours=30))},
+        third = run_pipeline(env, {"since": iso(now - timedelta(hours=40)), "until": iso(now - timedelta(hours=30))},
                              name="third")
         assert third["step3"]["success"]
         assert db.run("SELECT watermark FROM pagerduty.watermarks WHERE scope = 'all'")[0][0] >= until
-
-
-def iso_(dt):
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @pytest.mark.slow

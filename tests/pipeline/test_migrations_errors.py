@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import threading
 
 import pytest
@@ -13,8 +11,7 @@ from pagerduty_pipeline import steps
 from pagerduty_pipeline.migrations import MIGRATIONS, migrate
 from tests.pipeline.conftest import count, envelope, run_pipeline
 from tests.pipeline.test_load import WEEK
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.support.lambda_runtime import load_handler
 
 
 def test_migrations_run_concurrently_and_twice(pg, db):
@@ -129,17 +126,10 @@ def test_validation_failure_is_reported_and_blocks_the_watermark(env, db, server
     assert incomplete["error"] == "incomplete_load"
 
 
-def _load_handler(name):
-    spec = importlib.util.spec_from_file_location(f"handler_{name}", os.path.join(ROOT, "lambdas", name, "handler.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.handler
-
-
 def test_lambda_handlers_wire_the_steps_through_the_environment(env, db, server, monkeypatch):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    h1, h2, h3, he = (_load_handler(n) for n in ("lambda_1", "lambda_2", "lambda_3", "lambda_error_handler"))
+    h1, h2, h3, he = (load_handler(n) for n in ("lambda_1", "lambda_2", "lambda_3", "lambda_error_handler"))
     r1 = h1(envelope(WEEK, name="h", state="Step1"), None)
     assert r1["success"], r1
     r2 = h2(envelope(r1, name="h", state="Step2"), None)

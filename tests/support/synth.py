@@ -15,13 +15,16 @@ BOOTSTRAP_STACK = "stepfuncproject-state"
 ALL_STACKS = (BOOTSTRAP_STACK, *PIPELINE_STACKS)
 
 
-def run_main(*args: str, stock_import: bool = False, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def run_main(*args: str, stock_import: bool | None = False, cwd: Path = ROOT,
+             timeout: float | None = 600) -> subprocess.CompletedProcess[str]:
+    """`python main.py *args`; stock_import chooses the import path, None keeps whatever the environment says."""
     env = dict(os.environ)
-    env.pop("STEPFUNC_STOCK_IMPORT", None)
-    if stock_import:
-        env["STEPFUNC_STOCK_IMPORT"] = "1"
+    if stock_import is not None:
+        env.pop("STEPFUNC_STOCK_IMPORT", None)
+        if stock_import:
+            env["STEPFUNC_STOCK_IMPORT"] = "1"
     return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600, check=False)
+                          text=True, timeout=timeout, check=False)
 
 
 def synthesize(outdir: Path, *args: str, stock_import: bool = False) -> Path:
