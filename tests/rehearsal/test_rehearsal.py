@@ -17,25 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import processes_using
 from tools import rehearsal
 from tools.terraform import terraform_path
 
 needs_terraform = pytest.mark.skipif(terraform_path() is None and os.environ.get("CI") != "true",
                                      reason="terraform is not installed")
-
-
-def processes_using(folder: str) -> list[str]:
-    """Processes whose command line or working directory is inside folder."""
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            cwd = os.readlink(proc / "cwd")
-        except OSError:
-            continue
-        if folder in cmdline or cwd.startswith(folder):
-            found.append(f"{proc.name}: {cmdline}")
-    return found
 
 
 def listening(port: int) -> bool:

@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.fake_pagerduty import FakePagerDuty, generate_account
 from tests.support.postgres import throwaway_postgres
+from tests.support.processes import processes_using
 from tests.support.synth import ROOT
 from tests.support.tools import terraform_binary
 
@@ -31,19 +32,6 @@ def tmpdir_for_run():
     path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-def processes_using(path: Path) -> list[str]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if str(path) in cmdline:
-                found.append(f"{proc.name}: {cmdline}")
-    return found
 
 
 def local_run(tmp: Path, *args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
