@@ -196,6 +196,7 @@ class Loader:
         self.conn = conn
         self.known: dict[str, set] = {kind: {r[0] for r in conn.run(f"SELECT id FROM pagerduty.{kind}")}
                                       for kind in DIMENSIONS}
+        self._pending: dict[str, set] = {kind: set() for kind in DIMENSIONS}  # written by the open transaction
         self.updated_at: dict[str, datetime | None] = {}  # incident id -> updated_at written in this invocation
         self.log_ids: set[str] = set()  # log entries written in this invocation (immutable upstream)
         self.rows_written = 0
@@ -212,12 +213,17 @@ class Loader:
 
     @contextlib.contextmanager
     def _tx(self):
-        """A transaction whose duration (statements + COMMIT) is added to ``db_seconds``."""
+        """A transaction whose duration (statements + COMMIT) is added to ``db_seconds``. Reference ids
+        it writes become ``known`` only once it commits (a rollback takes the rows with it)."""
         t0 = time.perf_counter()
         try:
             with transaction(self.conn):
                 yield
+            for kind, ids in self._pending.items():
+                self.known[kind].update(ids)
         finally:
+            for ids in self._pending.values():
+                ids.clear()
             self.db_seconds += time.perf_counter() - t0
 
     # -- dimensions --------------------------------------------------------------------------
@@ -234,29 +240,30 @@ class Loader:
                 self.rows_written += len(rows)
             self._run(f"UPDATE pagerduty.{kind} SET missing_since = now() WHERE missing_since IS NULL "
                       f"AND NOT is_stub AND NOT (id = ANY(CAST(:ids AS text[])))", ids=[_id(o) for o in objects])
-        self.known[kind].update(_id(o) for o in objects)
+            self._pending[kind].update(_id(o) for o in objects)
         return len(objects)
 
-    def _ensure(self, refs: dict[str, dict[str, dict]]) -> dict[str, set]:
-        """Insert missing referenced objects (full ones from include[], else stubs). In a transaction."""
-        added: dict[str, set] = {}
+    def _missing(self, kind: str, objects: dict[str, dict]) -> dict[str, dict]:
+        return {i: o for i, o in objects.items() if i and i not in self.known[kind] and i not in self._pending[kind]}
+
+    def _ensure(self, refs: dict[str, dict[str, dict]]) -> None:
+        """Insert missing referenced objects (full ones from include[], else stubs), in FK order (the
+        escalation policies of new full services first). In a transaction."""
+        refs = dict(refs)
+        policies = dict(refs.get("escalation_policies") or {})
+        for service in self._missing("services", refs.get("services") or {}).values():
+            policy = service.get("escalation_policy") if is_full(service) else None
+            if _id(policy) and not is_full(policies.get(policy["id"])):
+                policies[policy["id"]] = policy
+        refs["escalation_policies"] = policies
         for kind in DIMENSIONS:
-            objs = refs.get(kind) or {}
-            todo = {i: o for i, o in objs.items() if i and (i not in self.known[kind])}
-            if kind == "services":
-                eps = {_id(o.get("escalation_policy")): o.get("escalation_policy") for o in todo.values()
-                       if is_full(o) and _id(o.get("escalation_policy"))}
-                if eps:
-                    for k, ids in self._ensure({"escalation_policies": eps}).items():
-                        added.setdefault(k, set()).update(ids)
-                        self.known[k].update(ids)  # visible to this transaction; rolled back together
+            todo = self._missing(kind, refs.get(kind) or {})
             if not todo:
                 continue
             rows = [_dim_row(kind, o, stub=not is_full(o)) for o in todo.values()]
             self._run(_dim_sql(kind, "ensure"), rows=_dumps(rows))
             self.rows_written += len(rows)
-            added.setdefault(kind, set()).update(todo)
-        return added
+            self._pending[kind].update(todo)
 
     # -- incidents (+ children) --------------------------------------------------------------
     @staticmethod
@@ -283,7 +290,7 @@ class Loader:
         written: list[str] = []
         written_set: set = set()
         with self._tx():
-            added = self._ensure(self.collect_refs(incidents))
+            self._ensure(self.collect_refs(incidents))
             if incidents:
                 dedup = {}
                 for inc in incidents:
@@ -331,8 +338,6 @@ class Loader:
             if entries:
                 self._run(_LOG_SQL, rows=_dumps(list(entries.values())))
                 self.rows_written += len(entries)
-        for kind, ids in added.items():
-            self.known[kind].update(ids)
         self.log_ids.update(entries)
         for inc in incidents:
             if inc["id"] in written_set:
@@ -352,7 +357,7 @@ class Loader:
         nrows = _child_rows(notes, "user", refs["users"], note_row)
         arows = _child_rows(alerts, "service", refs["services"], alert_row)
         with self._tx():
-            added = self._ensure(refs)
+            self._ensure(refs)
             if notes:
                 self._run("DELETE FROM pagerduty.notes WHERE incident_id = ANY(CAST(:inc AS text[])) "
                           "AND NOT (id = ANY(CAST(:keep AS text[])))", inc=list(notes), keep=[r["id"] for r in nrows])
@@ -361,6 +366,4 @@ class Loader:
             if arows:
                 self._run(_ALERTS_SQL, rows=_dumps(arows))
         self.rows_written += len(nrows) + len(arows)
-        for kind, ids in added.items():
-            self.known[kind].update(ids)
         return {"notes": len(nrows), "alerts": len(arows)}
