@@ -150,10 +150,7 @@ def synthesize(outdir: Path, environments: list[str] | None) -> list[Path]:
 
 
 def validate(folder: Path, terraform: str, scratch: Path) -> None:
-    try:
-        problems = validate_stack(folder, terraform, scratch)
-    finally:
-        shutil.rmtree(folder / ".terraform", ignore_errors=True)
+    problems = validate_stack(folder, terraform, scratch)
     if problems:
         raise SetupError(f"{folder.name} is not valid:\n" + "\n".join(problems))
 

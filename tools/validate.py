@@ -20,6 +20,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def validate_stack(folder: Path, terraform: str, scratch: Path) -> list[str]:
+    """The stack's problems (none: valid). The `.terraform` folder that `init` creates is removed again."""
+    try:
+        return _problems(folder, terraform, scratch)
+    finally:
+        shutil.rmtree(folder / ".terraform", ignore_errors=True)
+
+
+def _problems(folder: Path, terraform: str, scratch: Path) -> list[str]:
     problems: list[str] = []
     env = terraform_env(scratch)
     init = run(terraform, folder, env, "init", "-backend=false", "-input=false", "-no-color")
@@ -60,7 +68,6 @@ def main(argv: list[str]) -> int:
             for problem in problems:
                 print(f"  {problem}", file=sys.stderr)
             failed += bool(problems)
-            shutil.rmtree(folder / ".terraform", ignore_errors=True)
     print(f"{len(stacks) - failed} of {len(stacks)} stacks valid")
     return 1 if failed else 0
 
