@@ -79,28 +79,31 @@ def test_happy_path_succeeds_records_checks_and_moves_the_watermark(run_workflow
 
 
 # -- success: false, each step, failing for real --------------------------------------------------------
-def _step1_unauthorized(workflow, pagerduty, pg):
+# Each breaks the run for one step and returns the run_workflow arguments that go with it.
+def _step1_unauthorized(pagerduty, pg) -> dict:
     pagerduty.inject(401, count=1, path="/teams")
+    return {}
 
 
-def _step2_unauthorized(workflow, pagerduty, pg):
+def _step2_unauthorized(pagerduty, pg) -> dict:
     pagerduty.inject(401, count=1, path="/log_entries")  # step 1 never asks for log entries
+    return {}
 
 
-def _step3_finds_bad_data(workflow, pagerduty, pg):
+def _step3_finds_bad_data(pagerduty, pg) -> dict:
     """Before the real step 3 runs, a resolved incident loses its resolved_at: its checks catch it."""
-    real = workflow.lambdas._functions["stepfuncproject-dev-lambda_3"].handler
+    def breaking(real):
+        def handler(event, context):
+            conn = pg.connect()
+            try:
+                conn.run("UPDATE pagerduty.incidents SET resolved_at = NULL WHERE id = "
+                         "(SELECT min(id) FROM pagerduty.incidents WHERE status = 'resolved')")
+            finally:
+                conn.close()
+            return real(event, context)
+        return handler
 
-    def handler(event, context):
-        conn = pg.connect()
-        try:
-            conn.run("UPDATE pagerduty.incidents SET resolved_at = NULL WHERE id = "
-                     "(SELECT min(id) FROM pagerduty.incidents WHERE status = 'resolved')")
-        finally:
-            conn.close()
-        return real(event, context)
-
-    workflow.lambdas.register("stepfuncproject-dev-lambda_3", handler, workflow.environments["lambda_3"])
+    return {"wrap": {"lambda_3": breaking}}
 
 
 @pytest.mark.parametrize(("folder", "break_it", "error"), [
@@ -111,7 +114,7 @@ def _step3_finds_bad_data(workflow, pagerduty, pg):
 def test_a_step_reporting_failure_goes_to_the_error_handler(run_workflow, db, pagerduty, pg, folder, break_it,
                                                              error):
     state = STEP_STATES[folder]
-    outcome = run_workflow(prepare=lambda wf: break_it(wf, pagerduty, pg))
+    outcome = run_workflow(**break_it(pagerduty, pg))
     assert outcome.run.path == failed_path(state)
     (result,) = outcome.results(folder)
     assert result["success"] is False and result["error"] == error
