@@ -9,8 +9,8 @@ import pytest
 from pagerduty_pipeline import steps
 from pagerduty_pipeline.client import PagerDutyClient
 from pagerduty_pipeline.errors import PagerDutyError
-from tests.pipeline.conftest import (TOKEN, FakeContext, count, envelope, make_server, run_pipeline,
-                                     table_dump)
+from tests.pipeline.conftest import (TOKEN, FakeContext, count, envelope, make_env, make_server,
+                                     run_pipeline, table_dump)
 from tests.pipeline.test_load import WEEK, assert_matches_account
 
 
@@ -96,7 +96,6 @@ def test_401_fails_fast_with_pagerduty_message(env, db, server):
 def test_wrong_token_is_rejected_by_the_server(pg, secrets_arns, db):
     with make_server(n_incidents=5) as server:
         server.token = "another-token"
-        from tests.pipeline.conftest import make_env
         r1 = steps.start_run(envelope(WEEK), env=make_env(pg, secrets_arns, server), sleep=Sleeps())
         assert r1["error"] == "pagerduty_unauthorized" and "2006" in r1["message"]
 
@@ -192,7 +191,6 @@ def assert_matches_account_partial(db, acc, ids):
 def test_db_server_stopped_mid_load_then_rerun_completes(pg, secrets_arns, db, monkeypatch):
     """Stop PostgreSQL while step 2 runs (from the fake server's request path), then restart and rerun."""
     monkeypatch.setattr(steps, "WRITE_BATCH_ITEMS", 100)  # one page per transaction: several batches
-    from tests.pipeline.conftest import make_env
     with make_server(n_incidents=600, seed=8) as server:
         env = make_env(pg, secrets_arns, server)
         r1 = steps.start_run(envelope(WEEK), env=env)
@@ -228,7 +226,6 @@ def test_db_server_stopped_mid_load_then_rerun_completes(pg, secrets_arns, db, m
 
 
 def test_step2_time_limit_stops_and_resumes_exactly(pg, secrets_arns, db):
-    from tests.pipeline.conftest import make_env
     with make_server(n_incidents=450, seed=4) as server:
         env = make_env(pg, secrets_arns, server)
         env["PIPELINE_TIME_MARGIN_MS"] = "30000"
@@ -268,7 +265,6 @@ def test_context_none_means_no_time_limit(env, db, server):
 
 def test_step2_without_time_to_work_fails_instead_of_looping(pg, secrets_arns, db):
     """A margin larger than the time left would make the workflow call step 2 forever: fail clearly."""
-    from tests.pipeline.conftest import make_env
     with make_server(n_incidents=50, seed=5) as server:
         env = make_env(pg, secrets_arns, server)
         r1 = steps.start_run(envelope(WEEK), env=env)

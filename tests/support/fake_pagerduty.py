@@ -507,10 +507,6 @@ class FakePagerDuty:
         with self._lock:
             self._faults.clear()
 
-    def reset_log(self) -> None:
-        with self._lock:
-            self.requests.clear()
-
     def request_count(self, path_prefix: str | None = None) -> int:
         with self._lock:
             return sum(1 for r in self.requests if path_prefix is None or r.path.startswith(path_prefix))

@@ -152,7 +152,6 @@ class InProcessLambdas:
 # The synthesized workflow, executed by moto's Step Functions interpreter with the real handlers
 # ---------------------------------------------------------------------------------------------
 MOTO_CONFIG = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
-ACCOUNT_ID = "123456789012"
 FAKE_AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
 # Variables whose synthesized values point at AWS resources; a local run must replace every one of them.
 _REFERENCE = re.compile(r"\$\{([^}]*)\}")

@@ -115,10 +115,6 @@ class PostgresInstance:
     def stop(self, mode: str = "fast") -> None:
         self._pg_ctl("stop", "-w", "-m", mode, check=False)
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
     def log(self) -> str:
         try:
             with open(self._logfile, encoding="utf-8", errors="replace") as fh:
