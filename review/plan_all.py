@@ -36,12 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from review.plan_summary import ACTIONS, GITHUB_COMMENT_LIMIT, count_actions, render_markdown
+from tools.terraform import TerraformError, copy_with_local_backend, run_logged
 
 COMMENT_MARKER = "<!-- review-plans:summary -->"
 SUMMARY_BUDGET = GITHUB_COMMENT_LIMIT - 536  # head room for the workflow's own additions
 PLAN_FILES = ("tfplan", "plan.json", "plan.txt", "plan.md", "terraform.log", "error.txt")
 OVERRIDE_NAME = "zz_review_no_backend_override.tf.json"
-ERROR_TAIL_LINES = 40
 
 
 class PlanError(Exception):
@@ -80,31 +80,21 @@ def backend_type(stack_dir: Path) -> str | None:
 
 
 class Runner:
+    """Runs terraform for one stack, logging to ``log`` (tools.terraform.run_logged); failures raise PlanError."""
+
     def __init__(self, terraform: str, log: Path) -> None:
         self.terraform = terraform
         self.log = log
+        self.env = dict(os.environ, TF_IN_AUTOMATION="1", TF_INPUT="0")
 
     def __call__(self, cwd: Path, *args: str, capture: Path | None = None) -> str:
-        cmd = [self.terraform, *args]
-        env = dict(os.environ, TF_IN_AUTOMATION="1", TF_INPUT="0")
+        """Terraform's stdout (also written to ``capture`` when given, instead of the log)."""
         try:
-            proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+            return run_logged(self.terraform, cwd, self.env, *args, log=self.log, stdout_to=capture).stdout
+        except TerraformError as exc:
+            raise PlanError(f"`terraform {exc.command}` failed (exit {exc.returncode}):\n{exc.tail}") from exc
         except OSError as exc:
             raise PlanError(f"cannot run {self.terraform}: {exc}") from exc
-        with self.log.open("a", encoding="utf-8") as fh:
-            fh.write(f"$ terraform {' '.join(args)}\n")
-            if capture is None:
-                fh.write(proc.stdout)
-            else:
-                fh.write(f"(stdout written to {capture.name})\n")
-            fh.write(proc.stderr)
-            fh.write(f"[exit {proc.returncode}]\n\n")
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stderr.strip() or proc.stdout.strip()).splitlines()[-ERROR_TAIL_LINES:])
-            raise PlanError(f"`terraform {args[0]}` failed (exit {proc.returncode}):\n{tail}")
-        if capture is not None:
-            capture.write_text(proc.stdout, encoding="utf-8")
-        return proc.stdout
 
 
 def full_plan_hint(rel_txt: str) -> str:
@@ -132,15 +122,12 @@ def plan_stack(name: str, stack_dir: Path, out_dir: Path, rel_out: str, *, terra
         if no_backend:
             tmp = tempfile.mkdtemp(prefix=f"review-{name}-")
             workdir = Path(tmp) / name
-            shutil.copytree(stack_dir, workdir, symlinks=True,
-                            ignore=shutil.ignore_patterns(".terraform", "*.tfstate", "*.tfstate.backup"))
-            (workdir / OVERRIDE_NAME).write_text(json.dumps(
-                {"terraform": {"backend": {"local": {"path": str(Path(tmp) / "terraform.tfstate")}}}}, indent=2))
+            copy_with_local_backend(stack_dir, workdir, OVERRIDE_NAME, Path(tmp) / "terraform.tfstate")
         tf(workdir, "init", "-input=false", "-no-color", "-reconfigure")
         tf(workdir, "plan", "-input=false", "-no-color", f"-lock={'true' if lock else 'false'}", f"-out={tfplan}")
-        tf(workdir, "show", "-json", str(tfplan), capture=dest / "plan.json")
+        plan_json = tf(workdir, "show", "-json", str(tfplan), capture=dest / "plan.json")
         tf(workdir, "show", "-no-color", str(tfplan), capture=dest / "plan.txt")
-        plan = json.loads((dest / "plan.json").read_text(encoding="utf-8"))
+        plan = json.loads(plan_json)
         (dest / "plan.md").write_text(
             render_markdown(plan, f"Terraform plan: `{name}`", full_plan_hint=result.hint), encoding="utf-8")
         result.plan, result.counts, result.ok = plan, count_actions(plan), True
@@ -153,9 +140,8 @@ def plan_stack(name: str, stack_dir: Path, out_dir: Path, rel_out: str, *, terra
     return result
 
 
-def has_changes(plan: dict) -> bool:
-    """True when applying the plan would change a resource or an output."""
-    counts = count_actions(plan)
+def has_changes(counts: dict[str, int], plan: dict) -> bool:
+    """True when applying the plan would change a resource (``counts``: count_actions(plan)) or an output."""
     if any(n for a, n in counts.items() if a not in ("no-op", "read")):
         return True
     return any((ch or {}).get("actions") not in (["no-op"], None)
@@ -177,7 +163,7 @@ def build_summary(results: list[StackResult], *, no_backend: bool, budget: int =
     rows = ["| Stack | " + " | ".join(ACTIONS) + " | Result |", "|---|" + "---:|" * len(ACTIONS) + "---|"]
     for r in results:
         if r.ok:
-            status = "changes" if has_changes(r.plan or {}) else "no changes"
+            status = "changes" if has_changes(r.counts, r.plan or {}) else "no changes"
             if r.counts.get("delete") or r.counts.get("replace"):
                 status = "**destroys/replaces**"
             if r.local_state and not no_backend:

@@ -36,8 +36,6 @@ import json
 import logging
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,10 +50,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "layer" / "python") not in sys.path:  # the handlers import pagerduty_pipeline from the layer
     sys.path.insert(0, str(ROOT / "layer" / "python"))
 
-from tools.terraform import terraform_env, terraform_path  # noqa: E402
+from tools.terraform import (TerraformError, copy_with_local_backend, run_logged,  # noqa: E402
+                             terraform_env, terraform_path)
 
 REGION = "eu-west-2"
-ACCOUNT_ID = "123456789012"
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal"}
 # Every service the stack's resources and data sources call, by the provider's endpoint names.
 ENDPOINT_SERVICES = ("apigatewayv2", "cloudwatchlogs", "ec2", "iam", "kms", "lambda", "rds", "secretsmanager",
@@ -91,28 +89,6 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return not self.error and len(self.phases) == len(PHASES) and all(p.ok for p in self.phases)
-
-
-# -- processes ----------------------------------------------------------------------------------------
-def run_terraform(binary: str, folder: Path, env: dict[str, str], *args: str, log: Path,
-                  timeout: int = TERRAFORM_TIMEOUT, ok_codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
-    """terraform in its own process group, so a timeout or Ctrl-C also ends its provider plugins."""
-    proc = subprocess.Popen([binary, *args], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    with log.open("a", encoding="utf-8") as fh:
-        fh.write(f"$ terraform {' '.join(args)}\n{stdout}{stderr}[exit {proc.returncode}]\n\n")
-    completed = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-    if proc.returncode not in ok_codes:
-        tail = "\n".join((stderr.strip() or stdout.strip()).splitlines()[-40:])
-        raise RehearsalError(f"terraform {args[0]} exited {proc.returncode}:\n{tail}")
-    return completed
 
 
 # -- the emulator -------------------------------------------------------------------------------------
@@ -198,11 +174,9 @@ def create_network(url: str, vpc_id: str, subnet_ids: tuple[str, ...]) -> None:
 def prepare_stack(stack_dir: Path, workdir: Path, url: str) -> None:
     """A copy of the synthesized stack plus the provider and backend overrides (Terraform merges
     *_override.tf.json files into the configuration; the synthesized JSON stays as it is)."""
-    shutil.copytree(stack_dir, workdir, symlinks=True)
+    copy_with_local_backend(stack_dir, workdir, BACKEND_OVERRIDE, workdir / "terraform.tfstate")
     provider = provider_override(url)
     (workdir / PROVIDER_OVERRIDE).write_text(json.dumps({"provider": {"aws": [provider]}}, indent=2) + "\n")
-    (workdir / BACKEND_OVERRIDE).write_text(json.dumps(
-        {"terraform": {"backend": {"local": {"path": str(workdir / "terraform.tfstate")}}}}, indent=2) + "\n")
 
 
 def provider_override(url: str) -> dict[str, Any]:
@@ -221,8 +195,7 @@ def provider_override(url: str) -> dict[str, Any]:
 
 def terraform_environment(scratch: Path) -> dict[str, str]:
     env = terraform_env(scratch)
-    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_CONFIG_FILE",
-                "AWS_SHARED_CREDENTIALS_FILE"):
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
         env.pop(key, None)
     env.update(FAKE_CREDENTIALS, AWS_DEFAULT_REGION=REGION, AWS_REGION=REGION,
                AWS_CONFIG_FILE=str(scratch / "aws-config-none"), AWS_SHARED_CREDENTIALS_FILE=str(scratch / "none"))
@@ -350,7 +323,7 @@ class Rehearsal:
             yield
         except BaseException as exc:
             seconds = time.monotonic() - started
-            detail = str(exc) if isinstance(exc, RehearsalError) else f"{type(exc).__name__}: {exc}"
+            detail = str(exc) if isinstance(exc, (RehearsalError, TerraformError)) else f"{type(exc).__name__}: {exc}"
             logs = self.scratch / "functions.log" if self.scratch else None
             if logs and logs.exists() and name in ("happy", "failing", "badbody"):
                 tail = logs.read_text(encoding="utf-8", errors="replace").splitlines()[-20:]
@@ -400,7 +373,8 @@ class Rehearsal:
                 workdir = scratch / "stack"
                 prepare_stack(scratch / "cdktf.out" / "stacks" / settings.stack_name, workdir, url)
                 env = terraform_environment(scratch)
-            tf = lambda *args, **kw: run_terraform(binary, workdir, env, *args, log=log, **kw)  # noqa: E731
+            tf = lambda *args, **kw: run_logged(binary, workdir, env, *args, log=log,  # noqa: E731
+                                                timeout=TERRAFORM_TIMEOUT, **kw)
             with self.phase("init"):
                 tf("init", "-input=false", "-no-color")
             with self.phase("plan"):
