@@ -10,19 +10,14 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.review import plans
+from tests.support.tools import terraform_binary
 
 GOLDEN = Path(__file__).parent / "golden"
-
-
-def _need_terraform() -> None:
-    if not Path(plans.TERRAFORM).exists() and not shutil.which("terraform"):
-        pytest.skip("terraform is not installed")
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +27,7 @@ def plan_files(tmp_path_factory) -> dict[str, Path]:
     Under pytest-xdist the workers share one generation (a file lock in the
     run's common temporary folder) instead of each planning everything.
     """
-    _need_terraform()
+    terraform_binary()  # skips (fails under CI=true) without terraform
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return plans.generate(tmp_path_factory.mktemp("plans"))
     shared = tmp_path_factory.getbasetemp().parent / "review-plans-shared"
@@ -52,7 +47,7 @@ def plan_files(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def tf_env(tmp_path_factory) -> dict[str, str]:
     """Environment for running terraform (provider mirror, no GitHub variables)."""
-    _need_terraform()
+    terraform_binary()
     env = plans.terraform_env(tmp_path_factory.mktemp("tfcli"))
     for var in list(env):
         if var.startswith("GITHUB_") or var in ("TF_NO_BACKEND", "CI"):
@@ -61,17 +56,6 @@ def tf_env(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture
-def golden(update_golden):
+def golden(golden_file):
     """``golden(name, text)``: compare ``text`` with ``golden/<name>`` (or rewrite it)."""
-
-    def check(name: str, text: str) -> None:
-        path = GOLDEN / name
-        if update_golden:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-            return
-        assert path.exists(), f"missing golden file {path}; run pytest with --update-golden"
-        expected = path.read_text(encoding="utf-8")
-        assert text == expected, f"{path.name} differs from the golden file; if intended, rerun with --update-golden"
-
-    return check
+    return lambda name, text: golden_file(GOLDEN / name, text)

@@ -16,10 +16,8 @@ Run by hand to look at the plans::
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -27,21 +25,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-CONFIGS = Path(__file__).parent / "configs"
-TERRAFORM = shutil.which("terraform") or "/usr/local/bin/terraform"
-PLUGIN_MIRROR = os.environ.get("REVIEW_TEST_TF_MIRROR", "/opt/tf-plugins")
+from tests.support.postgres import free_port
+from tools import terraform
 
-CLI_CONFIG = f"""
-provider_installation {{
-  filesystem_mirror {{
-    path    = "{PLUGIN_MIRROR}"
-    include = ["registry.terraform.io/hashicorp/*"]
-  }}
-  direct {{
-    exclude = ["registry.terraform.io/hashicorp/*"]
-  }}
-}}
-"""
+CONFIGS = Path(__file__).parent / "configs"
+TERRAFORM = terraform.terraform_path() or "/usr/local/bin/terraform"
 
 FAKE_PROVIDER = {
     "region": "us-east-1",
@@ -55,17 +43,10 @@ MOTO_SERVICES = ("apigatewayv2", "ec2", "iam", "kms", "secretsmanager", "sts")
 
 
 def terraform_env(workroot: Path) -> dict[str, str]:
-    """Environment for terraform: the filesystem mirror, no checkpoint calls, no color."""
-    cfg = workroot / "terraform-cli.tfrc"
-    if not cfg.exists():
-        # Without the mirror (e.g. on GitHub's runners) the registry is used.
-        cfg.write_text(CLI_CONFIG if Path(PLUGIN_MIRROR).is_dir() else "")
-    env = dict(os.environ)
+    """tools.terraform's environment (provider mirror, no prompts or checkpoint calls) with fake AWS
+    credentials and none of the user's terraform/AWS session settings."""
+    env = terraform.terraform_env(workroot)
     env.update({
-        "TF_CLI_CONFIG_FILE": str(cfg),
-        "CHECKPOINT_DISABLE": "1",
-        "TF_IN_AUTOMATION": "1",
-        "TF_INPUT": "0",
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_DEFAULT_REGION": "us-east-1",
@@ -190,25 +171,12 @@ def create_only(ws: Workspace) -> dict:
     return ws.plan()
 
 
-def update_in_place(ws: Workspace) -> dict:
+def v1_then_v2(ws: Workspace, *plan_args: str) -> dict:
+    """Apply configs/<scenario>/v1, then plan v2 (with ``plan_args``)."""
     ws.use("v1")
     ws.apply()
     ws.use("v2")
-    return ws.plan()
-
-
-def delete(ws: Workspace) -> dict:
-    ws.use("v1")
-    ws.apply()
-    ws.use("v2")
-    return ws.plan()
-
-
-def replace(ws: Workspace) -> dict:
-    ws.use("v1")
-    ws.apply()
-    ws.use("v2")
-    return ws.plan("-replace=terraform_data.forced")
+    return ws.plan(*plan_args)
 
 
 def sensitive(ws: Workspace) -> dict:
@@ -244,21 +212,15 @@ def iam_security_group(ws: Workspace) -> dict:
 TERRAFORM_DATA_SCENARIOS: dict[str, Callable[[Workspace], dict]] = {
     "no_changes": no_changes,
     "create_only": create_only,
-    "update_in_place": update_in_place,
-    "delete": delete,
-    "replace": replace,
+    "update_in_place": v1_then_v2,
+    "delete": v1_then_v2,
+    "replace": lambda ws: v1_then_v2(ws, "-replace=terraform_data.forced"),
     "sensitive": sensitive,
     "too_large": too_large,
 }
 FAKE_AWS_SCENARIOS = {"security_create": security_create}
 MOTO_SCENARIOS = {"iam_security_group": iam_security_group}
 ALL_SCENARIOS = {**TERRAFORM_DATA_SCENARIOS, **FAKE_AWS_SCENARIOS, **MOTO_SCENARIOS}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class MotoServer:
@@ -273,7 +235,7 @@ class MotoServer:
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no request log lines
 
-        self.port = _free_port()
+        self.port = free_port()
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
 
     def __enter__(self) -> "MotoServer":
@@ -285,16 +247,9 @@ class MotoServer:
 
     @property
     def provider(self) -> dict:
+        """FAKE_PROVIDER pointed at this server (which answers sts GetCallerIdentity)."""
         url = f"http://127.0.0.1:{self.port}"
-        return {
-            "region": "us-east-1",
-            "access_key": "test",
-            "secret_key": "test",
-            "skip_credentials_validation": True,
-            "skip_metadata_api_check": True,
-            "skip_requesting_account_id": False,
-            "endpoints": {svc: url for svc in MOTO_SERVICES},
-        }
+        return dict(FAKE_PROVIDER, skip_requesting_account_id=False, endpoints={svc: url for svc in MOTO_SERVICES})
 
 
 def generate(outdir: Path, names: list[str] | None = None, workers: int = 3) -> dict[str, Path]:

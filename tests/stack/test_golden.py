@@ -17,16 +17,8 @@ FILES = [(stack, "cdk.tf.json") for stack in ALL_STACKS] + [(stack, "state-machi
 
 
 @pytest.mark.parametrize(("stack", "name"), FILES, ids=[f"{stack}/{name}" for stack, name in FILES])
-def test_synthesized_output_matches_golden(synth_dir: Path, update_golden: bool, stack: str, name: str) -> None:
-    produced = (synth_dir / "stacks" / stack / name).read_bytes()
-    golden = GOLDEN / stack / name
-    if update_golden:
-        golden.parent.mkdir(parents=True, exist_ok=True)
-        golden.write_bytes(produced)
-        pytest.skip(f"rewrote {golden.relative_to(GOLDEN.parent)}")
-    assert golden.is_file(), f"{golden} is missing: run pytest --update-golden and commit it"
-    assert produced == golden.read_bytes(), (
-        f"{stack}/{name} differs from tests/golden: review with `diff` and, if intended, run pytest --update-golden")
+def test_synthesized_output_matches_golden(synth_dir: Path, golden_file, stack: str, name: str) -> None:
+    golden_file(GOLDEN / stack / name, (synth_dir / "stacks" / stack / name).read_bytes(), skip_after_rewrite=True)
 
 
 def test_synthesis_is_deterministic(synth_dir: Path, tmp_path: Path) -> None:
