@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from .db import transaction
+from .loaders import DIMENSIONS
 
 
 def scope_sql(filters: dict, alias: str = "i") -> tuple[str, dict]:
@@ -116,7 +117,7 @@ def run_checks(conn, run_id: int, since: str, until: str, filters: dict, expecte
         {"incidents": [r[0] for r in disagree], "log_entries": le_disagree})
     # informational: stub references (deleted objects PagerDuty no longer returns)
     stubs = {t: conn.run(f"SELECT count(*) FROM pagerduty.{t} WHERE is_stub OR missing_since IS NOT NULL")[0][0]
-             for t in ("services", "teams", "users", "escalation_policies", "priorities")}
+             for t in DIMENSIONS}
     add("stub_references", True, {"stub_or_missing_rows": stubs}, blocking=False)
 
     with transaction(conn):

@@ -73,7 +73,7 @@ def normalize_log_entry(entry: dict) -> dict:
     """The entry as PagerDuty lists it (its other embedded objects are references already), with an
     embedded incident (include[]=incidents) reduced to a reference."""
     inc = entry.get("incident")
-    if isinstance(inc, dict) and not str(inc.get("type", "")).endswith("_reference"):
+    if is_full(inc):
         out = dict(entry)
         out["incident"] = ref(inc)
         return out

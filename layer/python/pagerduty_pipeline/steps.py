@@ -22,7 +22,7 @@ from .config import Config, load_config
 from .db import PgError, close_quietly, connect, describe_db_error
 from .errors import DatabaseError, InputError, PagerDutyError, PipelineError
 from .inputs import MAX_WINDOW, iso, scope_of, validate_input
-from .loaders import Loader, parse_ts
+from .loaders import Loader, _id, parse_ts
 from .migrations import migrate
 
 log = logging.getLogger("pagerduty_pipeline")
@@ -52,8 +52,11 @@ def _envelope(event) -> tuple[dict, object]:
     if not isinstance(event, dict) or "input" not in event:
         raise InputError("event must be the state machine envelope {execution_id, execution_name, state_name, "
                          "input}", "invalid_envelope")
-    meta = {k: event.get(k) for k in ("execution_id", "execution_name", "state_name")}
-    return meta, event["input"]
+    return _meta(event), event["input"]
+
+
+def _meta(event: dict) -> dict:
+    return {k: event.get(k) for k in ("execution_id", "execution_name", "state_name")}
 
 
 def remaining_ms(context) -> float:
@@ -82,12 +85,12 @@ def _filter_params(filters: dict) -> list[tuple[str, object]]:
 
 
 def _matches(inc: dict, filters: dict) -> bool:
-    if filters.get("service_ids") and (inc.get("service") or {}).get("id") not in filters["service_ids"]:
+    if filters.get("service_ids") and _id(inc.get("service")) not in filters["service_ids"]:
         return False
     if filters.get("urgencies") and inc.get("urgency") not in filters["urgencies"]:
         return False
     if filters.get("team_ids"):
-        teams = {t.get("id") for t in inc.get("teams") or [] if isinstance(t, dict)}
+        teams = {_id(t) for t in inc.get("teams") or []}
         if not teams & set(filters["team_ids"]):
             return False
     return True
@@ -422,7 +425,7 @@ def load_incidents(event, context=None, *, env=None, sleep=time.sleep) -> dict:
         cursor_before = dict(cursor)
         state = _Loader2(cfg, conn, client, carry, cursor, counts, context)
         runs.set_step(conn, run_id, "lambda_2")
-        filters = carry.get("filters") or {}
+        filters = state.filters
         done = True
         t0 = time.perf_counter()
         if cursor["phase"] == "incidents":
@@ -545,10 +548,8 @@ def _describe_failure(state) -> tuple[str, str]:
 def handle_error(event, context=None, *, env=None) -> dict:
     """Mark the run failed (best effort: also works when the database is the failure) and return
     the Fail state's payload (error and message are always strings)."""
-    meta = {}
+    meta = _meta(event) if isinstance(event, dict) else {}
     inp = event.get("input") if isinstance(event, dict) else None
-    if isinstance(event, dict):
-        meta = {k: event.get(k) for k in ("execution_id", "execution_name", "state_name")}
     inp = inp if isinstance(inp, dict) else {}
     failed_step = inp.get("failed_step") if isinstance(inp.get("failed_step"), str) else \
         (meta.get("state_name") or "unknown")
