@@ -5,13 +5,13 @@ from typing import Any
 
 import pytest
 
-from tests.support.synth import ALL_STACKS, load_stack, synthesize, without_metadata
+from tests.support.synth import ALL_STACKS, load_stack, synthesized_app, without_metadata
 
 
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Both environments synthesized once per session through `python main.py` (fast import path)."""
-    return synthesize(tmp_path_factory.mktemp("synth") / "cdktf.out")
+    return synthesized_app(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

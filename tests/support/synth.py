@@ -34,6 +34,18 @@ def synthesize(outdir: Path, *args: str, stock_import: bool = False) -> Path:
     return outdir
 
 
+_SYNTHESIZED: dict[Path, Path] = {}
+
+
+def synthesized_app(tmp_path_factory: Any) -> Path:
+    """Every environment synthesized (`python main.py`, fast import path) once per pytest session and process,
+    whichever suite asks first (tests/stack's `synth_dir`, tests/workflow's `synthesized`). Read it, don't write."""
+    key = tmp_path_factory.getbasetemp()
+    if key not in _SYNTHESIZED:
+        _SYNTHESIZED[key] = synthesize(tmp_path_factory.mktemp("synth") / "cdktf.out")
+    return _SYNTHESIZED[key]
+
+
 def load_stack(outdir: Path, stack: str) -> dict[str, Any]:
     return json.loads((outdir / "stacks" / stack / "cdk.tf.json").read_text())
 

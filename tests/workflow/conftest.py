@@ -20,7 +20,7 @@ from tests.support.lambda_runtime import (
 )
 from tests.support.pipeline import row_counts  # noqa: F401  (re-exported for tests)
 from tests.support.postgres import empty_pipeline_schema, throwaway_postgres
-from tests.support.synth import synthesize
+from tests.support.synth import synthesized_app
 
 UTC = timezone.utc
 TOKEN = "pd-workflow-token-0123456789"
@@ -35,8 +35,8 @@ STEP_STATES = {"lambda_1": "FetchInitialData", "lambda_2": "FetchIncidents", "la
 
 @pytest.fixture(scope="session")
 def synthesized(tmp_path_factory: pytest.TempPathFactory) -> SynthesizedWorkflow:
-    outdir = synthesize(tmp_path_factory.mktemp("workflow-synth"), "--environment", "dev")
-    return SynthesizedWorkflow.load(outdir / "stacks" / STACK)
+    # the synth tests/stack uses too (the dev stack is the same as from `--environment dev` alone)
+    return SynthesizedWorkflow.load(synthesized_app(tmp_path_factory) / "stacks" / STACK)
 
 
 @pytest.fixture(scope="session")
