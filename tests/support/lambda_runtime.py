@@ -444,9 +444,12 @@ class LocalWorkflow:
 
     def execute(self, body: str | bytes, name: str | None = None, *, timeout: float = 600,
                 on_progress: Callable[[str | None, float], None] | None = None,
-                poll_seconds: float = 0.05) -> WorkflowRun:
+                poll_seconds: float = 0.05, state_seconds: float = 0.5) -> WorkflowRun:
         """Start an execution with the input the HTTP API would build from `body`, wait for it to end
-        (calling on_progress(current state, elapsed seconds) while it runs) and return what happened."""
+        (calling on_progress(current state, elapsed seconds) while it runs) and return what happened.
+
+        The status is polled every poll_seconds; the current state, which takes the whole execution history,
+        is looked up at most every state_seconds."""
         self._runs += 1
         name = name or f"local-{self._runs}-{uuid.uuid4().hex[:8]}"
         execution_input = self.workflow.execution_input(body)
@@ -455,6 +458,8 @@ class LocalWorkflow:
         arn = self._sfn.start_execution(stateMachineArn=self.state_machine_arn, name=name,
                                         input=execution_input)["executionArn"]
         self._started.append(arn)
+        state: str | None = None
+        state_at = float("-inf")
         while True:
             described = self._sfn.describe_execution(executionArn=arn)
             elapsed = time.monotonic() - started
@@ -464,7 +469,9 @@ class LocalWorkflow:
                 self._sfn.stop_execution(executionArn=arn, error="LocalTimeout", cause=f"over {timeout} s")
                 raise TimeoutError(f"execution {name} still running after {timeout} s")
             if on_progress is not None:
-                on_progress(self.current_state(arn), elapsed)
+                if elapsed - state_at >= state_seconds:
+                    state, state_at = self.current_state(arn), elapsed
+                on_progress(state, elapsed)
             time.sleep(poll_seconds)
         history = self.history(arn)
         output = described.get("output")
