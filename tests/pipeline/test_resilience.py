@@ -204,10 +204,13 @@ def test_db_server_stopped_mid_load_then_rerun_completes(pg, secrets_arns, db, m
                 pg.stop(mode="fast")
                 stopped.set()
 
-        r2 = steps.load_incidents(envelope(r1), FakeContext(on_call=on_call), env=env)
+        try:
+            r2 = steps.load_incidents(envelope(r1), FakeContext(on_call=on_call), env=env)
+        finally:
+            if stopped.is_set():
+                pg.start()  # also when the step raised: later tests share this PostgreSQL
         assert stopped.is_set()
         assert r2["success"] is False and r2["error"] == "db_error", r2
-        pg.start()
         conn = pg.connect()
         try:
             stored = [r[0] for r in conn.run("SELECT id FROM pagerduty.incidents")]

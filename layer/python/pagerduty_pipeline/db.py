@@ -12,7 +12,11 @@ from pg8000.exceptions import Error as PgError
 from .config import Config
 from .errors import DatabaseError
 
-__all__ = ["connect", "transaction", "PgError", "ssl_context_for", "describe_db_error"]
+__all__ = ["connect", "transaction", "PgError", "DB_FAILURES", "ssl_context_for", "describe_db_error"]
+
+# What a lost or failing database raises: pg8000's errors, and socket errors it lets through unwrapped
+# (a connection reset while it reads a reply arrives as a bare ConnectionResetError).
+DB_FAILURES = (PgError, OSError)
 
 
 def ssl_context_for(mode: str, root_cert: str | None) -> ssl.SSLContext | None:
@@ -34,7 +38,7 @@ def connect(cfg: Config, user: str, password: str, application_name: str = "page
             ssl_context=ssl_context_for(cfg.db_ssl, cfg.db_ssl_root_cert), timeout=timeout,
             application_name=application_name,
         )
-    except (PgError, OSError) as exc:
+    except DB_FAILURES as exc:
         raise DatabaseError(f"cannot connect to PostgreSQL at {cfg.db_host}:{cfg.db_port}/{cfg.db_name}: "
                             f"{describe_db_error(exc)}", "db_unavailable") from None
     _nodelay(conn)

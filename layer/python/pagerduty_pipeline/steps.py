@@ -19,7 +19,7 @@ from . import aws_secrets, runs
 from .checks import run_checks, scope_sql
 from .client import MAX_LIMIT, OFFSET_CAP, PagerDutyClient
 from .config import Config, load_config
-from .db import PgError, close_quietly, connect, describe_db_error
+from .db import DB_FAILURES, close_quietly, connect, describe_db_error
 from .errors import DatabaseError, InputError, PagerDutyError, PipelineError
 from .inputs import MAX_WINDOW, iso, scope_of, validate_input
 from .loaders import Loader, _id, parse_ts
@@ -159,7 +159,7 @@ def start_run(event, context=None, *, env=None, sleep=time.sleep, now: datetime 
                   "counts": counts, "window_clamped": clamped}
         _log("step_succeeded", step="lambda_1", run_id=run_id, window=window, expected_incidents=total)
         return result
-    except PgError as exc:  # anywhere after connecting: the database is the failure
+    except DB_FAILURES as exc:  # anywhere after connecting: the database is the failure
         return _fail("lambda_1", _db_error(exc), conn, run_id)
     except PipelineError as exc:
         return _fail("lambda_1", exc, conn, run_id)
@@ -459,11 +459,11 @@ def load_incidents(event, context=None, *, env=None, sleep=time.sleep) -> dict:
                   "counts": counts, "invocations": invocations}
         _log("step_progress", step="lambda_2", run_id=run_id, complete=done, counts=counts)
         return result
-    except (PgError, PipelineError) as exc:
+    except (*DB_FAILURES, PipelineError) as exc:
         extra = dict(carry)
         if state is not None:  # where the load got to: the committed cursor and the counts so far
             extra.update(cursor=state.cursor, counts=state.counts)
-        err = _db_error(exc) if isinstance(exc, PgError) else exc
+        err = exc if isinstance(exc, PipelineError) else _db_error(exc)
         return _fail("lambda_2", err, conn, carry.get("run_id"), extra)
     finally:
         if client is not None:
@@ -506,7 +506,7 @@ def validate_run(event, context=None, *, env=None) -> dict:
                   "watermark": iso(watermark)}
         _log("step_succeeded", step="lambda_3", run_id=run_id, watermark=result["watermark"])
         return result
-    except PgError as exc:
+    except DB_FAILURES as exc:
         return _fail("lambda_3", _db_error(exc), conn, run_id, carry)
     except PipelineError as exc:
         return _fail("lambda_3", exc, conn, run_id, carry)
@@ -566,7 +566,7 @@ def handle_error(event, context=None, *, env=None) -> dict:
             run_id = runs.find_run(conn, meta["execution_id"])
         if run_id is not None:
             recorded = runs.mark_failed(conn, run_id, failed_step, error, message)
-    except (PipelineError, PgError, OSError) as exc:
+    except (PipelineError, *DB_FAILURES) as exc:
         detail = exc.message if isinstance(exc, PipelineError) else describe_db_error(exc)
         log.error(json.dumps({"event": "failure_not_recorded", "reason": detail, "run_id": run_id}))
     finally:
