@@ -20,12 +20,12 @@ import random
 import socket
 import ssl
 import time
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 from urllib.parse import urlencode, urlsplit
 
 import orjson
 
-from .errors import PagerDutyError
+from .errors import OutOfTime, PagerDutyError
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ ACCEPT = "application/vnd.pagerduty+json;version=2"
 MAX_LIMIT = 100
 OFFSET_CAP = 10_000
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
+MIN_REQUEST_SECONDS = 0.5  # a request is not started with less time than this left (PagerDuty answers in 0.1-0.3 s)
 
 
 class TokenBucket:
@@ -61,6 +62,12 @@ class TokenBucket:
             self.updated = now
         self.tokens = max(0.0, self.tokens - 1.0)
 
+    def wait_seconds(self) -> float:
+        """How long the next acquire() would wait (server pause or empty bucket)."""
+        now = self.clock()
+        tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        return max(self.blocked_until - now, 0.0) + max(0.0, (1.0 - tokens) / self.rate)
+
     def block_for(self, seconds: float) -> None:
         self.blocked_until = max(self.blocked_until, self.clock() + seconds)
 
@@ -83,7 +90,10 @@ class PagerDutyClient:
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
         ssl_context: ssl.SSLContext | None = None,
+        budget: Callable[[], float] | None = None,
     ) -> None:
+        """``budget`` returns the seconds the caller may still spend (None: no limit): no request, rate-limit
+        pause or retry wait starts that cannot end within it; OutOfTime is raised instead."""
         parts = urlsplit(base_url.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"invalid PagerDuty base URL {base_url!r}")
@@ -96,9 +106,11 @@ class PagerDutyClient:
         self.sleep, self.rng = sleep, rng
         self.bucket = TokenBucket(rate_per_minute, clock=clock, sleep=sleep)
         self._ssl = ssl_context
+        self.budget = budget
         self._headers = {"Authorization": f"Token token={token}", "Accept": ACCEPT,
                          "User-Agent": "pagerduty-pipeline/1.0", "Connection": "keep-alive"}
         self._conn: http.client.HTTPConnection | None = None
+        self._request_timeout = timeout
         self.request_count = 0  # HTTP attempts, retries included
         self.retry_count = 0
 
@@ -108,11 +120,12 @@ class PagerDutyClient:
     # -- transport ---------------------------------------------------------------------------
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
+            timeout = self._request_timeout
             if self._scheme == "https":
                 ctx = self._ssl or ssl.create_default_context()
-                self._conn = http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout, context=ctx)
+                self._conn = http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=ctx)
             else:
-                self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+                self._conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
             self._conn.connect()
             try:
                 self._conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -139,6 +152,7 @@ class PagerDutyClient:
         for attempt in range(self.max_retries + 1):
             if attempt:
                 self.retry_count += 1
+            self._within_budget(self.bucket.wait_seconds(), path, last)
             self.bucket.acquire()
             self.request_count += 1
             data, last, delay = self._attempt(path, target, attempt)
@@ -146,11 +160,25 @@ class PagerDutyClient:
                 return data
             log.warning("GET %s: %s; retry %d in %.1fs", path, last.message, attempt + 1, delay)
             if attempt < self.max_retries:
+                self._within_budget(delay, path, last)
                 self.sleep(delay)
         assert last is not None
         last.message = f"{last.message} — gave up after {self.max_retries + 1} attempts"
         last.args = (last.message,)
         raise last
+
+    def _within_budget(self, wait: float, path: str, last: PagerDutyError | None) -> None:
+        """Raise OutOfTime when waiting ``wait`` seconds and then a request would overrun the budget; else
+        bound the socket timeout by what is left after the wait."""
+        if self.budget is None:
+            return
+        left = self.budget() - wait
+        if left < MIN_REQUEST_SECONDS:
+            why = f" after {last.message}" if last is not None else ""
+            raise OutOfTime(f"no time left for GET {path}{why}: {wait:.1f} s wait, {self.budget():.1f} s budget")
+        if self._conn is not None and self._conn.sock is not None:
+            self._conn.sock.settimeout(min(self.timeout, left))
+        self._request_timeout = min(self.timeout, left)
 
     def _attempt(self, path: str, target: str, attempt: int) -> tuple[dict | None, PagerDutyError | None, float]:
         """One request: (data, None, 0) on success, (None, error, delay before the next try) when the
@@ -216,18 +244,20 @@ class PagerDutyClient:
         tot = data.get("total")
         return items, bool(data.get("more")), tot if isinstance(tot, int) else None
 
-    def iter_all(self, path: str, key: str, params=None, limit: int = MAX_LIMIT) -> Iterator[dict]:
-        """Every item of a classic-paginated list (no time window to split: fails loudly at the cap)."""
+    def list_all(self, path: str, key: str, params=None, limit: int = MAX_LIMIT) -> tuple[list[dict], bool]:
+        """Every item of a classic-paginated list with no time window to split, up to the offset cap.
+        Returns (items, truncated): truncated is True when the list goes on past the cap (the API serves no
+        more of it by offset); callers record that instead of failing."""
+        items: list[dict] = []
         offset = 0
         while True:
+            page, more, _ = self.page(path, key, params, offset, limit)
+            items.extend(page)
+            if not more or not page:
+                return items, False
+            offset += len(page)
             if offset + limit > OFFSET_CAP:
-                raise PagerDutyError(f"GET {path} has more than {OFFSET_CAP} items; cannot page further",
-                                     "pagerduty_offset_cap")
-            items, more, _ = self.page(path, key, params, offset, limit)
-            yield from items
-            if not more or not items:
-                return
-            offset += len(items)
+                return items, True
 
 
 def _flatten(params) -> list[tuple[str, object]]:

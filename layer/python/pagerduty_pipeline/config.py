@@ -24,6 +24,8 @@ class Config:
     pagerduty_api_url: str
     rate_limit_per_minute: float
     time_margin_ms: int
+    execution_reserve_seconds: int = 300
+    chunk_hours: int = 24
 
 
 def _required(env, name: str) -> str:
@@ -76,4 +78,18 @@ def load_config(env=None, *, need_pagerduty: bool = True) -> Config:
     except ValueError:
         raise ConfigError("PIPELINE_TIME_MARGIN_MS must be a non-negative integer",
                           variable="PIPELINE_TIME_MARGIN_MS") from None
-    return Config(db_host, db_port, db_name, db_secret_arn, db_ssl, root_cert, token_arn, api_url, rpm, margin)
+    reserve = _whole_number(env, "PIPELINE_EXECUTION_RESERVE_SECONDS", 300, minimum=0)
+    chunk = _whole_number(env, "PIPELINE_CHUNK_HOURS", 24, minimum=1)
+    return Config(db_host, db_port, db_name, db_secret_arn, db_ssl, root_cert, token_arn, api_url, rpm, margin,
+                  reserve, chunk)
+
+
+def _whole_number(env, name: str, default: int, *, minimum: int) -> int:
+    raw = (env.get(name) or "").strip() or str(default)
+    try:
+        value = int(raw)
+        if value < minimum:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number >= {minimum}, got {raw!r}", variable=name) from None
+    return value

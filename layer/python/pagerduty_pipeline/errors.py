@@ -47,3 +47,9 @@ class PagerDutyError(PipelineError):
         super().__init__(message, code, status=status, pagerduty_code=pd_code, **details)
         self.status = status
         self.pd_code = pd_code
+
+
+class OutOfTime(PipelineError):
+    """The step's time budget cannot cover the next request or wait: stop and hand back the cursor."""
+
+    code = "out_of_time"

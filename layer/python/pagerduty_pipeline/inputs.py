@@ -6,12 +6,14 @@ import re
 from datetime import datetime, timedelta, timezone
 
 from .errors import InputError
+from .schema import URGENCIES
 
 UTC = timezone.utc
 ALLOWED_KEYS = ("since", "until", "service_ids", "team_ids", "urgencies")
-URGENCIES = ("high", "low")
 ID_RE = re.compile(r"^[A-Z0-9]{1,32}$")
-MAX_WINDOW = timedelta(days=180)
+# An explicit window is loaded in chunks that PagerDuty accepts, over as many executions as it takes; this bound
+# only catches typos (since=1970). A window derived from the watermark has no bound.
+MAX_WINDOW = timedelta(days=3 * 366)
 CLOCK_SKEW = timedelta(seconds=60)
 MAX_IDS = 100
 
@@ -78,16 +80,13 @@ def validate_input(data, now: datetime | None = None) -> dict:
         _fail("future_window", "since", f"'since' ({since.isoformat()}) is in the future")
     if until is not None and until > now + CLOCK_SKEW:
         _fail("future_window", "until", f"'until' ({until.isoformat()}) is in the future")
-    if since is not None and until is not None:
-        if since >= until:
+    if since is not None:  # without 'until' the window ends now: the same rules apply
+        end = until if until is not None else now
+        if since >= end:
             _fail("reversed_window", "since", "'since' must be earlier than 'until'")
-        if until - since > MAX_WINDOW:
+        if end - since > MAX_WINDOW:
             _fail("window_too_long", "since", f"the window 'since'..'until' may span at most {MAX_WINDOW.days} days")
     return {"since": since, "until": until, "filters": filters}
-
-
-def iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 def scope_of(filters: dict) -> str:

@@ -14,31 +14,8 @@ from datetime import datetime
 import orjson
 
 from .db import transaction
-
-DIMENSIONS = ("teams", "users", "escalation_policies", "priorities", "services")  # FK-safe order
-
-# table -> typed columns (besides id, is_stub, raw) and how to read them from an API object
-_DIM_COLUMNS: dict[str, list[tuple[str, str, object]]] = {
-    "teams": [("name", "text", lambda o: o.get("name") or o.get("summary")),
-              ("description", "text", lambda o: o.get("description"))],
-    "users": [("name", "text", lambda o: o.get("name") or o.get("summary")),
-              ("email", "text", lambda o: o.get("email")), ("role", "text", lambda o: o.get("role")),
-              ("time_zone", "text", lambda o: o.get("time_zone"))],
-    "escalation_policies": [("name", "text", lambda o: o.get("name") or o.get("summary"))],
-    "priorities": [("name", "text", lambda o: o.get("name") or o.get("summary")),
-                   ("description", "text", lambda o: o.get("description")),
-                   ("color", "text", lambda o: o.get("color")),
-                   ("priority_order", "integer", lambda o: o.get("order") if isinstance(o.get("order"), int) else None)],
-    "services": [("name", "text", lambda o: o.get("name") or o.get("summary")),
-                 ("description", "text", lambda o: o.get("description")),
-                 ("status", "text", lambda o: o.get("status")),
-                 ("escalation_policy_id", "text", lambda o: _id(o.get("escalation_policy"))),
-                 ("created_at", "timestamptz", lambda o: o.get("created_at"))],
-}
-
-
-def _id(obj) -> str | None:
-    return obj.get("id") if isinstance(obj, dict) and isinstance(obj.get("id"), str) else None
+from .schema import (ALERTS, DIMENSION_TABLES, DIMENSIONS, INCIDENT_ASSIGNMENTS, INCIDENT_TEAMS, INCIDENTS,
+                     LOG_ENTRIES, NOTES, Table, ref_id)
 
 
 def ref(obj):
@@ -91,88 +68,63 @@ def _dumps(rows) -> str:
 
 
 def _dim_row(kind: str, obj: dict, stub: bool) -> dict:
-    row = {"id": obj["id"], "is_stub": stub, "raw": ref(obj) if stub else obj}
-    for col, _typ, get in _DIM_COLUMNS[kind]:
-        row[col] = None if stub and col not in ("name",) else get(obj)
+    """A dimension row; a stub (an object known only by reference) keeps its name and nothing else."""
+    row = DIMENSION_TABLES[kind].row(obj, is_stub=stub, raw=ref(obj) if stub else obj)
+    if stub:
+        row = {k: (v if k in ("id", "name", "is_stub", "raw") else None) for k, v in row.items()}
     return row
 
 
-def _recordset_insert(table: str, columns: list[tuple[str, str]], tail: str = "") -> str:
+def _recordset_insert(table: Table, tail: str = "") -> str:
     """``INSERT INTO pagerduty.<table> AS t (…) SELECT r.… FROM jsonb_to_recordset(:rows) AS r(…) <tail>``:
     a whole batch in one statement, its rows one JSON parameter the server parses."""
-    names = [name for name, _ in columns]
-    sql = (f"INSERT INTO pagerduty.{table} AS t ({', '.join(names)}) SELECT {', '.join('r.' + n for n in names)} "
-           f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({', '.join(f'{n} {t}' for n, t in columns)})")
+    names = [name for name, _ in table.typed]
+    sql = (f"INSERT INTO pagerduty.{table.name} AS t ({', '.join(names)}) "
+           f"SELECT {', '.join('r.' + n for n in names)} FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
+           f"AS r({', '.join(f'{n} {t}' for n, t in table.typed)})")
     return f"{sql} {tail}" if tail else sql
 
 
-def _upsert(columns: list[tuple[str, str]], where: str) -> str:
+def _upsert(table: Table, where: str) -> str:
     """ON CONFLICT clause replacing every column but ``id`` when ``where`` holds."""
-    sets = ", ".join(f"{name} = EXCLUDED.{name}" for name, _ in columns if name != "id")
+    sets = ", ".join(f"{name} = EXCLUDED.{name}" for name, _ in table.typed if name != "id")
     return f"ON CONFLICT (id) DO UPDATE SET {sets} WHERE {where}"
 
 
 def _dim_sql(kind: str, mode: str) -> str:
     """mode "ensure" only upgrades a stub to a full object (never touches a full row); "full" skips
     rewriting identical rows. ``missing_since`` is absent from the rows, so it is written NULL."""
-    columns = [("id", "text"), *((c, t) for c, t, _g in _DIM_COLUMNS[kind]), ("is_stub", "boolean"),
-               ("missing_since", "timestamptz"), ("raw", "jsonb")]
     where = {"ensure": "t.is_stub AND NOT EXCLUDED.is_stub",
              "full": "t.raw IS DISTINCT FROM EXCLUDED.raw OR t.is_stub OR t.missing_since IS NOT NULL"}[mode]
-    return _recordset_insert(kind, columns, _upsert(columns, where))
+    table = DIMENSION_TABLES[kind]
+    return _recordset_insert(table, _upsert(table, where))
 
 
-_INCIDENT_COLS = [("id", "text"), ("incident_number", "bigint"), ("title", "text"), ("status", "text"),
-                  ("urgency", "text"), ("service_id", "text"), ("escalation_policy_id", "text"),
-                  ("priority_id", "text"), ("created_at", "timestamptz"), ("updated_at", "timestamptz"),
-                  ("resolved_at", "timestamptz"), ("last_status_change_at", "timestamptz"),
-                  ("incident_key", "text"), ("raw", "jsonb")]
-_INCIDENT_SQL = _recordset_insert("incidents", _INCIDENT_COLS, _upsert(
-    _INCIDENT_COLS, "t.updated_at IS NULL OR EXCLUDED.updated_at IS NULL OR EXCLUDED.updated_at >= t.updated_at")
+_INCIDENT_SQL = _recordset_insert(INCIDENTS, _upsert(
+    INCIDENTS, "t.updated_at IS NULL OR EXCLUDED.updated_at IS NULL OR EXCLUDED.updated_at >= t.updated_at")
     + " RETURNING id, (xmax = 0) AS inserted")
-_ASSIGN_SQL = _recordset_insert("incident_assignments",
-                                [("incident_id", "text"), ("user_id", "text"), ("assigned_at", "timestamptz")])
-_TEAMS_SQL = _recordset_insert("incident_teams", [("incident_id", "text"), ("team_id", "text")])
-_LOG_SQL = _recordset_insert("log_entries", [
-    ("id", "text"), ("incident_id", "text"), ("type", "text"), ("created_at", "timestamptz"), ("agent_type", "text"),
-    ("agent_id", "text"), ("channel_type", "text"), ("raw", "jsonb")], "ON CONFLICT (id) DO NOTHING")
-_NOTE_COLS = [("id", "text"), ("incident_id", "text"), ("user_id", "text"), ("content", "text"),
-              ("created_at", "timestamptz"), ("raw", "jsonb")]
-_NOTES_SQL = _recordset_insert("notes", _NOTE_COLS, _upsert(_NOTE_COLS, "t.raw IS DISTINCT FROM EXCLUDED.raw"))
-_ALERT_COLS = [("id", "text"), ("incident_id", "text"), ("status", "text"), ("alert_key", "text"),
-               ("severity", "text"), ("service_id", "text"), ("created_at", "timestamptz"), ("raw", "jsonb")]
-_ALERTS_SQL = _recordset_insert("alerts", _ALERT_COLS, _upsert(_ALERT_COLS, "t.raw IS DISTINCT FROM EXCLUDED.raw"))
+_ASSIGN_SQL = _recordset_insert(INCIDENT_ASSIGNMENTS)
+_TEAMS_SQL = _recordset_insert(INCIDENT_TEAMS)
+_LOG_SQL = _recordset_insert(LOG_ENTRIES, "ON CONFLICT (id) DO NOTHING")
+_NOTES_SQL = _recordset_insert(NOTES, _upsert(NOTES, "t.raw IS DISTINCT FROM EXCLUDED.raw"))
+_ALERTS_SQL = _recordset_insert(ALERTS, _upsert(ALERTS, "t.raw IS DISTINCT FROM EXCLUDED.raw"))
 
 
 def incident_row(inc: dict) -> dict:
-    raw = normalize_incident(inc)
-    return {"id": inc["id"], "incident_number": inc.get("incident_number"), "title": inc.get("title"),
-            "status": inc.get("status"), "urgency": inc.get("urgency"), "service_id": _id(inc.get("service")),
-            "escalation_policy_id": _id(inc.get("escalation_policy")), "priority_id": _id(inc.get("priority")),
-            "created_at": inc.get("created_at"), "updated_at": inc.get("updated_at"),
-            "resolved_at": inc.get("resolved_at"), "last_status_change_at": inc.get("last_status_change_at"),
-            "incident_key": inc.get("incident_key"), "raw": raw}
+    return INCIDENTS.row(inc, raw=normalize_incident(inc))
 
 
 def log_entry_row(entry: dict, incident_id: str) -> dict:
-    agent = entry.get("agent") if isinstance(entry.get("agent"), dict) else {}
-    channel = entry.get("channel") if isinstance(entry.get("channel"), dict) else {}
-    return {"id": entry["id"], "incident_id": incident_id, "type": entry.get("type"),
-            "created_at": entry.get("created_at"), "agent_type": agent.get("type"), "agent_id": agent.get("id"),
-            "channel_type": channel.get("type"), "raw": normalize_log_entry(entry)}
+    return LOG_ENTRIES.row(entry, incident_id=incident_id, raw=normalize_log_entry(entry))
 
 
 def note_row(inc_id: str, note: dict) -> dict:
-    return {"id": note["id"], "incident_id": inc_id, "user_id": _id(note.get("user")),
-            "content": note.get("content"), "created_at": note.get("created_at"),
-            "raw": {**note, "user": ref(note.get("user"))}}
+    return NOTES.row(note, incident_id=inc_id, raw={**note, "user": ref(note.get("user"))})
 
 
 def alert_row(inc_id: str, alert: dict) -> dict:
-    return {"id": alert["id"], "incident_id": inc_id, "status": alert.get("status"),
-            "alert_key": alert.get("alert_key"), "severity": alert.get("severity"),
-            "service_id": _id(alert.get("service")), "created_at": alert.get("created_at"),
-            "raw": {**alert, "service": ref(alert.get("service")), "incident": ref(alert.get("incident"))}}
+    return ALERTS.row(alert, incident_id=inc_id, raw={**alert, "service": ref(alert.get("service")),
+                                                      "incident": ref(alert.get("incident"))})
 
 
 def _child_rows(by_incident: dict[str, list[dict]], embedded: str, refs: dict[str, dict], row) -> list[dict]:
@@ -181,9 +133,9 @@ def _child_rows(by_incident: dict[str, list[dict]], embedded: str, refs: dict[st
     rows = []
     for inc_id, items in by_incident.items():
         for item in items:
-            if not _id(item):
+            if not ref_id(item):
                 continue
-            if _id(item.get(embedded)):
+            if ref_id(item.get(embedded)):
                 refs.setdefault(item[embedded]["id"], item[embedded])
             rows.append(row(inc_id, item))
     return rows
@@ -227,20 +179,22 @@ class Loader:
             self.db_seconds += time.perf_counter() - t0
 
     # -- dimensions --------------------------------------------------------------------------
-    def upsert_dimension(self, kind: str, objects: list[dict]) -> int:
-        """Full listing of one dimension: upsert all, mark rows no longer returned as missing."""
-        objects = [o for o in objects if _id(o)]
+    def upsert_dimension(self, kind: str, objects: list[dict], complete: bool = True) -> int:
+        """A listing of one dimension: upsert all; when the listing is complete, mark rows it no longer returns
+        as missing (a listing cut at the offset cap proves nothing about the rest)."""
+        objects = [o for o in objects if ref_id(o)]
         with self._tx():
             if kind == "services":  # services reference escalation policies
-                self._ensure({"escalation_policies": {_id(o["escalation_policy"]): o["escalation_policy"]
-                                                      for o in objects if _id(o.get("escalation_policy"))}})
+                self._ensure({"escalation_policies": {ref_id(o["escalation_policy"]): o["escalation_policy"]
+                                                      for o in objects if ref_id(o.get("escalation_policy"))}})
             if objects:
                 rows = [_dim_row(kind, o, stub=False) for o in objects]
                 self._run(_dim_sql(kind, "full"), rows=_dumps(rows))
                 self.rows_written += len(rows)
-            self._run(f"UPDATE pagerduty.{kind} SET missing_since = now() WHERE missing_since IS NULL "
-                      f"AND NOT is_stub AND NOT (id = ANY(CAST(:ids AS text[])))", ids=[_id(o) for o in objects])
-            self._pending[kind].update(_id(o) for o in objects)
+            if complete:
+                self._run(f"UPDATE pagerduty.{kind} SET missing_since = now() WHERE missing_since IS NULL "
+                          f"AND NOT is_stub AND NOT (id = ANY(CAST(:ids AS text[])))", ids=[ref_id(o) for o in objects])
+            self._pending[kind].update(ref_id(o) for o in objects)
         return len(objects)
 
     def _missing(self, kind: str, objects: dict[str, dict]) -> dict[str, dict]:
@@ -253,7 +207,7 @@ class Loader:
         policies = dict(refs.get("escalation_policies") or {})
         for service in self._missing("services", refs.get("services") or {}).values():
             policy = service.get("escalation_policy") if is_full(service) else None
-            if _id(policy) and not is_full(policies.get(policy["id"])):
+            if ref_id(policy) and not is_full(policies.get(policy["id"])):
                 policies[policy["id"]] = policy
         refs["escalation_policies"] = policies
         for kind in DIMENSIONS:
@@ -273,24 +227,37 @@ class Loader:
             for kind, key in (("services", "service"), ("escalation_policies", "escalation_policy"),
                               ("priorities", "priority")):
                 obj = inc.get(key)
-                if _id(obj) and (is_full(obj) or _id(obj) not in refs[kind]):
+                if ref_id(obj) and (is_full(obj) or ref_id(obj) not in refs[kind]):
                     refs[kind][obj["id"]] = obj
             for t in inc.get("teams") or []:
-                if _id(t):
+                if ref_id(t):
                     refs["teams"].setdefault(t["id"], t)
             for a in inc.get("assignments") or []:
                 u = a.get("assignee") if isinstance(a, dict) else None
-                if _id(u):
+                if ref_id(u):
                     refs["users"].setdefault(u["id"], u)
         return refs
+
+    @staticmethod
+    def agent_refs(log_entries: list[tuple[dict, str]], refs: dict[str, dict[str, dict]]) -> None:
+        """Users and services that act in log entries (their agents) become known rows too (stubs if need be),
+        so every reference the data holds can be followed."""
+        for entry, _inc in log_entries:
+            agent = entry.get("agent")
+            kind = {"user_reference": "users", "user": "users", "service_reference": "services",
+                    "service": "services"}.get(agent.get("type")) if isinstance(agent, dict) else None
+            if kind and ref_id(agent):
+                refs[kind].setdefault(agent["id"], agent)
 
     def write_batch(self, incidents: list[dict], log_entries: list[tuple[dict, str]] = ()) -> dict:
         """One transaction: referenced objects, incidents (only if not older than stored), their
         assignments and teams (replaced), and log entries ``(entry, incident_id)``."""
         written: list[str] = []
         written_set: set = set()
+        refs = self.collect_refs(incidents)
+        self.agent_refs(log_entries, refs)
         with self._tx():
-            self._ensure(self.collect_refs(incidents))
+            self._ensure(refs)
             if incidents:
                 dedup = {}
                 for inc in incidents:
@@ -316,13 +283,13 @@ class Loader:
                             continue
                         seen = set()
                         for a in inc.get("assignments") or []:
-                            uid = _id(a.get("assignee")) if isinstance(a, dict) else None
+                            uid = ref_id(a.get("assignee")) if isinstance(a, dict) else None
                             if uid and uid not in seen:
                                 seen.add(uid)
                                 arows.append({"incident_id": inc["id"], "user_id": uid, "assigned_at": a.get("at")})
                         tseen = set()
                         for t in inc.get("teams") or []:
-                            tid = _id(t)
+                            tid = ref_id(t)
                             if tid and tid not in tseen:
                                 tseen.add(tid)
                                 trows.append({"incident_id": inc["id"], "team_id": tid})
@@ -333,7 +300,7 @@ class Loader:
                     self.rows_written += len(arows) + len(trows)
             entries = {}
             for entry, inc_id in log_entries:
-                if _id(entry) and inc_id and entry["id"] not in self.log_ids:
+                if ref_id(entry) and inc_id and entry["id"] not in self.log_ids:
                     entries[entry["id"]] = log_entry_row(entry, inc_id)
             if entries:
                 self._run(_LOG_SQL, rows=_dumps(list(entries.values())))
@@ -351,8 +318,10 @@ class Loader:
         return {r[0]: r[1] for r in rows}
 
     # -- notes & alerts ----------------------------------------------------------------------
-    def write_details(self, notes: dict[str, list[dict]], alerts: dict[str, list[dict]]) -> dict:
-        """One transaction for a batch of incidents: notes (replaced per incident) and alerts (upserted)."""
+    def write_details(self, notes: dict[str, list[dict]], alerts: dict[str, list[dict]],
+                      noted_entries: list[str] = ()) -> dict:
+        """One transaction for a batch of incidents: notes (replaced per incident), alerts (upserted), and the
+        annotate log entries whose notes this fetch covered (``noted_entries``: ids) marked as done."""
         refs: dict[str, dict[str, dict]] = {"users": {}, "services": {}}
         nrows = _child_rows(notes, "user", refs["users"], note_row)
         arows = _child_rows(alerts, "service", refs["services"], alert_row)
@@ -365,5 +334,23 @@ class Loader:
                 self._run(_NOTES_SQL, rows=_dumps(nrows))
             if arows:
                 self._run(_ALERTS_SQL, rows=_dumps(arows))
+            if noted_entries:
+                self._run("UPDATE pagerduty.log_entries SET note_fetched_at = now() "
+                          "WHERE id = ANY(CAST(:ids AS text[]))", ids=list(noted_entries))
         self.rows_written += len(nrows) + len(arows)
         return {"notes": len(nrows), "alerts": len(arows)}
+
+    # -- references known only by id (a dimension listing cut at the offset cap) ------------------
+    def resolve_stubs(self, kind: str, found: dict[str, dict | None]) -> int:
+        """Stubs looked up by id: a found object replaces its stub; one the API no longer has (None) is marked
+        missing, so it is not looked up again. Returns how many became full rows."""
+        full = [o for o in found.values() if o is not None and ref_id(o)]
+        gone = [i for i, o in found.items() if o is None]
+        with self._tx():
+            if full:
+                self._run(_dim_sql(kind, "full"), rows=_dumps([_dim_row(kind, o, stub=False) for o in full]))
+                self.rows_written += len(full)
+            if gone:
+                self._run(f"UPDATE pagerduty.{kind} SET missing_since = now() WHERE id = ANY(CAST(:ids AS text[]))",
+                          ids=gone)
+        return len(full)

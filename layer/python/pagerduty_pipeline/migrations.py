@@ -138,6 +138,46 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
              LEFT JOIN pagerduty.priorities p ON p.id = i.priority_id
              LEFT JOIN pagerduty.escalation_policies e ON e.id = i.escalation_policy_id""",
     ]),
+    (3, "coverage, one run at a time, odd records, notes by id", [
+        # values the API can return: a null incident number or log entry type must not wedge a load
+        "ALTER TABLE pagerduty.incidents ALTER COLUMN incident_number DROP NOT NULL",
+        "ALTER TABLE pagerduty.log_entries ALTER COLUMN type DROP NOT NULL",
+        "ALTER TABLE pagerduty.log_entries ADD COLUMN note_fetched_at timestamptz",
+        """CREATE INDEX log_entries_note_pending_idx ON pagerduty.log_entries (incident_id)
+             WHERE type = 'annotate_log_entry' AND note_fetched_at IS NULL""",
+        "ALTER TABLE pagerduty.pipeline_runs DROP CONSTRAINT pipeline_runs_status_check",
+        """ALTER TABLE pagerduty.pipeline_runs ADD CONSTRAINT pipeline_runs_status_check
+             CHECK (status IN ('running', 'succeeded', 'partial', 'failed', 'timed_out', 'aborted'))""",
+        "ALTER TABLE pagerduty.pipeline_runs ADD COLUMN deadline timestamptz",
+        "ALTER TABLE pagerduty.pipeline_runs ADD COLUMN coverage jsonb",
+        # runs left 'running' by the code before this migration: the newest keeps its claim until the next
+        # start reconciles it, the older ones cannot be running any more
+        """UPDATE pagerduty.pipeline_runs SET status = 'aborted', error = 'reconciled',
+                  message = 'left running before runs were locked', finished_at = now(), updated_at = now()
+            WHERE status = 'running'
+              AND run_id <> (SELECT max(run_id) FROM pagerduty.pipeline_runs WHERE status = 'running')""",
+        "CREATE UNIQUE INDEX pipeline_runs_one_running ON pagerduty.pipeline_runs ((true)) WHERE status = 'running'",
+        "ALTER TABLE pagerduty.validation_results ADD COLUMN severity text",
+        "ALTER TABLE pagerduty.validation_results ADD COLUMN failures bigint",
+        """CREATE TABLE pagerduty.run_windows (
+            run_id bigint NOT NULL REFERENCES pagerduty.pipeline_runs (run_id) ON DELETE CASCADE,
+            since timestamptz NOT NULL,
+            until timestamptz NOT NULL,
+            incidents_total bigint NOT NULL,
+            log_entries_total bigint NOT NULL,
+            log_entries_filtered_out bigint NOT NULL DEFAULT 0,
+            loaded_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (run_id, since),
+            CHECK (since < until))""",
+        """CREATE TABLE pagerduty.coverage (
+            scope text NOT NULL,
+            since timestamptz NOT NULL,
+            until timestamptz NOT NULL,
+            run_id bigint NOT NULL REFERENCES pagerduty.pipeline_runs (run_id),
+            recorded_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (scope, since, until),
+            CHECK (since < until))""",
+    ]),
 ]
 
 

@@ -1,23 +1,78 @@
-"""Run bookkeeping: pipeline_runs rows, watermarks."""
+"""Run bookkeeping: the ``pipeline_runs`` row of each execution, the one-run-at-a-time claim, coverage and the
+watermark.
+
+One run at a time: every run upserts the same reference tables and spends the same PagerDuty key (960
+requests a minute for everyone using it), so any two scopes overlap and a database serves one run at a time.
+The claim is the run's ``running`` status (a partial unique index allows one), taken under a transaction-level
+advisory lock. A run whose execution died without a Catch (execution timeout, StopExecution, a crash) would
+hold it forever: the next start reconciles it, from the execution's status where it can be read
+(``states:DescribeExecution``), else from the run's deadline (execution start + state machine timeout), past
+which Step Functions has ended the execution for certain.
+"""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Callable
 
+from . import coverage
 from .db import transaction
+from .errors import PipelineError
+
+RUN_LOCK_KEY = 7_310_452_981_223_002  # pg_advisory_xact_lock key serialising run claims
+DEFAULT_EXECUTION_TIMEOUT = timedelta(minutes=45)  # deadline of a run whose envelope gave none
+# Step Functions execution status -> the status a reconciled run gets
+ENDED_EXECUTION = {"TIMED_OUT": "timed_out", "ABORTED": "aborted", "FAILED": "failed", "SUCCEEDED": "failed"}
+ExecutionStatus = Callable[[str], str | None]  # execution id -> RUNNING/SUCCEEDED/... or None when unknown
 
 
-def open_run(conn, execution_id: str, execution_name: str | None, raw_input) -> int:
-    """Create (or, on a Step Functions retry of step 1, reopen) the run of this execution."""
-    rows = conn.run(
-        """INSERT INTO pagerduty.pipeline_runs (execution_id, execution_name, status, step, input)
-           VALUES (:eid, :name, 'running', 'lambda_1', CAST(:input AS jsonb))
-           ON CONFLICT (execution_id) DO UPDATE SET status = 'running', step = 'lambda_1', error = NULL,
-                message = NULL, finished_at = NULL, updated_at = now(), input = EXCLUDED.input
-           RETURNING run_id""",
-        eid=execution_id, name=execution_name, input=json.dumps(raw_input))
-    return rows[0][0]
+class RunInProgress(PipelineError):
+    code = "run_in_progress"
+
+
+def claim_run(conn, execution_id: str, execution_name: str | None, raw_input, *, now: datetime,
+              deadline: datetime | None, execution_status: ExecutionStatus) -> tuple[int, list[dict]]:
+    """Create (or, on a Step Functions retry of step 1, reopen) this execution's run as the running one.
+
+    Returns (run_id, runs reconciled). Raises RunInProgress, naming the holder, when another execution's run
+    is still running; this execution's row then records the refusal (status failed) and nothing else is
+    written."""
+    deadline = deadline or now + DEFAULT_EXECUTION_TIMEOUT
+    with transaction(conn):
+        conn.run("SELECT pg_advisory_xact_lock(:k)", k=RUN_LOCK_KEY)
+        reconciled, holder = [], None
+        for run_id, other, other_deadline in conn.run(
+                "SELECT run_id, execution_id, deadline FROM pagerduty.pipeline_runs "
+                "WHERE status = 'running' AND execution_id <> :e", e=execution_id):
+            status = execution_status(other)
+            if status == "RUNNING" or (status is None and (other_deadline is None or other_deadline > now)):
+                holder = other
+                continue
+            ended = ENDED_EXECUTION.get(status or "", "timed_out")
+            how = f"its execution is {status}" if status else f"its deadline {coverage.iso(other_deadline)} passed"
+            conn.run("""UPDATE pagerduty.pipeline_runs SET status = :s, error = 'reconciled', message = :m,
+                               finished_at = now(), updated_at = now() WHERE run_id = :r""",
+                     s=ended, m=f"marked {ended} by the next start: {how}", r=run_id)
+            reconciled.append({"run_id": run_id, "execution_id": other, "status": ended})
+        status = "failed" if holder else "running"
+        rows = conn.run(
+            """INSERT INTO pagerduty.pipeline_runs (execution_id, execution_name, status, step, input, deadline,
+                                                    error, message, finished_at)
+               VALUES (:eid, :name, :status, 'lambda_1', CAST(:input AS jsonb), :deadline, :error, :message,
+                       CASE WHEN :status = 'failed' THEN now() END)
+               ON CONFLICT (execution_id) DO UPDATE SET status = EXCLUDED.status, step = 'lambda_1',
+                    error = EXCLUDED.error, message = EXCLUDED.message, finished_at = EXCLUDED.finished_at,
+                    updated_at = now(), input = EXCLUDED.input, deadline = EXCLUDED.deadline
+               RETURNING run_id""",
+            eid=execution_id, name=execution_name, status=status, input=json.dumps(raw_input), deadline=deadline,
+            error="run_in_progress" if holder else None,
+            message=f"another run is in progress: execution {holder}" if holder else None)
+    run_id = rows[0][0]
+    if holder:
+        raise RunInProgress(f"another run is in progress: execution {holder}; this one loaded nothing",
+                            holder_execution=holder, run_id=run_id)
+    return run_id, reconciled
 
 
 def set_window(conn, run_id: int, since: str, until: str, filters: dict, scope: str, counts: dict) -> None:
@@ -28,15 +83,23 @@ def set_window(conn, run_id: int, since: str, until: str, filters: dict, scope: 
 
 
 def set_step(conn, run_id: int, step: str, counts: dict | None = None) -> None:
-    conn.run("""UPDATE pagerduty.pipeline_runs SET step = :step, counts = counts || CAST(:c AS jsonb),
-                       updated_at = now() WHERE run_id = :r""",
-             step=step, c=json.dumps(counts or {}), r=run_id)
+    """Record the step (and counts) on a run that still holds the claim; a run reconciled meanwhile (its
+    execution was declared dead) must not go on writing."""
+    rows = conn.run("""UPDATE pagerduty.pipeline_runs SET step = :step, counts = counts || CAST(:c AS jsonb),
+                              updated_at = now() WHERE run_id = :r AND status = 'running' RETURNING run_id""",
+                    step=step, c=json.dumps(counts or {}), r=run_id)
+    if not rows:
+        raise PipelineError(f"run {run_id} is no longer running (reconciled or finished); {step} stops",
+                            "run_not_running")
 
 
 def mark_failed(conn, run_id: int, step: str | None, error: str, message: str) -> bool:
+    """Record a failure. A run reconciled as timed out or aborted keeps that status: the failure of its late
+    steps (run_not_running) says nothing new. Coverage a run recorded before its execution failed stays: it
+    was validated."""
     rows = conn.run("""UPDATE pagerduty.pipeline_runs SET status = 'failed', step = coalesce(:step, step),
                               error = :e, message = :m, finished_at = now(), updated_at = now()
-                        WHERE run_id = :r RETURNING run_id""",
+                        WHERE run_id = :r AND status NOT IN ('timed_out', 'aborted') RETURNING run_id""",
                     step=step, e=error, m=message, r=run_id)
     return bool(rows)
 
@@ -51,16 +114,50 @@ def get_watermark(conn, scope: str) -> datetime | None:
     return rows[0][0] if rows else None
 
 
-def succeed(conn, run_id: int, scope: str, until: str, counts: dict) -> datetime:
-    """Mark the run succeeded and advance the scope's watermark (never backwards). Returns it."""
+def record_window(conn, run_id: int, since: str, until: str, totals: dict) -> None:
+    """Step 2 loaded [since, until) completely; ``totals`` are the API's counts for it (for step 3)."""
+    conn.run("""INSERT INTO pagerduty.run_windows (run_id, since, until, incidents_total, log_entries_total,
+                                                   log_entries_filtered_out)
+                VALUES (:r, CAST(:s AS timestamptz), CAST(:u AS timestamptz), :i, :l, :f)
+                ON CONFLICT (run_id, since) DO UPDATE SET until = EXCLUDED.until,
+                     incidents_total = EXCLUDED.incidents_total, log_entries_total = EXCLUDED.log_entries_total,
+                     log_entries_filtered_out = EXCLUDED.log_entries_filtered_out, loaded_at = now()""",
+             r=run_id, s=since, u=until, i=totals.get("incidents", 0), l=totals.get("log_entries", 0),
+             f=totals.get("filtered_out", 0))
+
+
+def loaded_windows(conn, run_id: int) -> list[dict]:
+    rows = conn.run("""SELECT since, until, incidents_total, log_entries_total, log_entries_filtered_out
+                         FROM pagerduty.run_windows WHERE run_id = :r ORDER BY since""", r=run_id)
+    return [{"since": r[0], "until": r[1], "incidents": r[2], "log_entries": r[3], "filtered_out": r[4]}
+            for r in rows]
+
+
+def scope_coverage(conn, scope: str) -> list[coverage.Interval]:
+    return coverage.merge([(r[0], r[1]) for r in conn.run(
+        "SELECT since, until FROM pagerduty.coverage WHERE scope = :s", s=scope)])
+
+
+def finish(conn, run_id: int, scope: str, windows: list[dict], *, partial: bool, counts: dict) -> dict:
+    """One transaction: the validated windows become coverage, the watermark moves to the end of the contiguous
+    coverage that holds it, the run ends succeeded (or partial). Returns the scope's coverage description."""
     with transaction(conn):
-        conn.run("""UPDATE pagerduty.pipeline_runs SET status = 'succeeded', step = 'lambda_3', error = NULL,
-                           message = NULL, counts = counts || CAST(:c AS jsonb), finished_at = now(),
-                           updated_at = now() WHERE run_id = :r""", c=json.dumps(counts), r=run_id)
-        rows = conn.run("""INSERT INTO pagerduty.watermarks AS w (scope, watermark, run_id)
-                           VALUES (:s, CAST(:u AS timestamptz), :r)
-                           ON CONFLICT (scope) DO UPDATE SET
-                               run_id = CASE WHEN EXCLUDED.watermark > w.watermark THEN EXCLUDED.run_id ELSE w.run_id END,
-                               watermark = GREATEST(w.watermark, EXCLUDED.watermark), updated_at = now()
-                           RETURNING watermark""", s=scope, u=until, r=run_id)
-    return rows[0][0]
+        conn.run("SELECT pg_advisory_xact_lock(:k)", k=RUN_LOCK_KEY)
+        for w in windows:
+            conn.run("""INSERT INTO pagerduty.coverage (scope, since, until, run_id) VALUES (:s, :a, :b, :r)
+                        ON CONFLICT (scope, since, until) DO UPDATE SET run_id = EXCLUDED.run_id,
+                             recorded_at = now()""", s=scope, a=w["since"], b=w["until"], r=run_id)
+        merged = scope_coverage(conn, scope)
+        old = get_watermark(conn, scope)
+        anchor = old if old is not None else (windows[0]["since"] if windows else None)
+        watermark = coverage.contiguous_end(merged, anchor) or old
+        if watermark is not None and watermark != old:
+            conn.run("""INSERT INTO pagerduty.watermarks AS w (scope, watermark, run_id) VALUES (:s, :w, :r)
+                        ON CONFLICT (scope) DO UPDATE SET watermark = EXCLUDED.watermark, run_id = EXCLUDED.run_id,
+                             updated_at = now()""", s=scope, w=watermark, r=run_id)
+        described = coverage.describe(scope, merged, watermark)
+        conn.run("""UPDATE pagerduty.pipeline_runs SET status = :st, step = 'lambda_3', error = NULL, message = NULL,
+                           counts = counts || CAST(:c AS jsonb), coverage = CAST(:cov AS jsonb), finished_at = now(),
+                           updated_at = now() WHERE run_id = :r""",
+                 st="partial" if partial else "succeeded", c=json.dumps(counts), cov=json.dumps(described), r=run_id)
+    return described
