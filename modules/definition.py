@@ -5,8 +5,10 @@ After each step a Choice continues only when `success` is present, boolean and t
 and any error caught after retries, goes through a `<Step>Failed` Pass state that records which step
 failed, to the error handler, and then to a Fail state carrying the handler's error and message.
 
-Every function receives the same envelope, so each can record the execution it belongs to:
-`{"execution_id", "execution_name", "state_name", "input": <the state>}`.
+Every function receives the same envelope, so each can record the execution it belongs to and knows
+the execution's deadline: `{"execution_id", "execution_name", "execution_start_time" (ISO 8601, from the
+context object), "execution_timeout_seconds" (the state machine's TimeoutSeconds), "state_name",
+"input": <the state>}`.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ ERROR_HANDLER_STATE = "HandleError"
 FAIL_STATE = "PipelineFailed"
 
 
-def _invoke(function_arn: str, retry: RetrySettings, task_timeout_seconds: int) -> dict[str, Any]:
+def _invoke(function_arn: str, retry: RetrySettings, *, timeout_seconds: int,
+            task_timeout_seconds: int) -> dict[str, Any]:
+    """A Lambda task; timeout_seconds is the state machine's, passed to the function with the start time."""
     retrier: dict[str, Any] = {
         "ErrorEquals": RETRIED_ERRORS,
         "IntervalSeconds": retry.interval_seconds,
@@ -51,6 +55,8 @@ def _invoke(function_arn: str, retry: RetrySettings, task_timeout_seconds: int) 
             "Payload": {
                 "execution_id.$": "$$.Execution.Id",
                 "execution_name.$": "$$.Execution.Name",
+                "execution_start_time.$": "$$.Execution.StartTime",
+                "execution_timeout_seconds": timeout_seconds,
                 "state_name.$": "$$.State.Name",
                 "input.$": "$",
             },
@@ -79,7 +85,8 @@ def build_definition(function_arns: Mapping[str, str], *, retry: RetrySettings, 
     states: dict[str, Any] = {}
     for state, folder, next_state in STEPS:
         failed = f"{state}Failed"
-        task = _invoke(function_arns[folder], retry, task_timeout_seconds)
+        task = _invoke(function_arns[folder], retry, timeout_seconds=timeout_seconds,
+                       task_timeout_seconds=task_timeout_seconds)
         task["Catch"] = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": failed}]
         task["Next"] = f"Check{state}"
         rules = _unsuccessful(failed)
@@ -97,7 +104,8 @@ def build_definition(function_arns: Mapping[str, str], *, retry: RetrySettings, 
             "Parameters": {"failed_step": state, "state.$": "$"},
             "Next": ERROR_HANDLER_STATE,
         }
-    handler = _invoke(function_arns["lambda_error_handler"], retry, task_timeout_seconds)
+    handler = _invoke(function_arns["lambda_error_handler"], retry, timeout_seconds=timeout_seconds,
+                      task_timeout_seconds=task_timeout_seconds)
     handler["Catch"] = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.handler_error", "Next": "ErrorHandlerFailed"}]
     handler["Next"] = FAIL_STATE
     states[ERROR_HANDLER_STATE] = handler

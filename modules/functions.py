@@ -24,6 +24,7 @@ from modules import packaging
 from modules.iam import assume_role_policy, policy_document, statement
 from modules.network import Network
 from modules.settings import Settings
+from modules.workflow import state_machine_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,10 +34,13 @@ class FunctionSpec:
     folder: str
     description: str
     reads_pagerduty_token: bool
+    # Describes earlier executions of the pipeline, to release the run lock of one that timed out or was aborted.
+    reads_own_executions: bool = False
 
 
 FUNCTIONS = (
-    FunctionSpec("lambda_1", "Validates the request, migrates the schema, loads reference data, counts incidents", True),
+    FunctionSpec("lambda_1", "Validates the request, migrates the schema, loads reference data, counts incidents", True,
+                 reads_own_executions=True),
     FunctionSpec("lambda_2", "Loads the window's incidents, log entries, notes and alerts (resumable)", True),
     FunctionSpec("lambda_3", "Validates the loaded data and advances the watermark", True),
     FunctionSpec("lambda_error_handler", "Records the failed step, error and cause on the run", False),
@@ -56,7 +60,8 @@ def _layer_package(architecture: str) -> packaging.Package:
 
 class Functions(Construct):
     """Roles are per function and grant only: its own log group, VPC network interfaces in our subnets,
-    X-Ray, the secrets that function reads, and decryption with the environment's key."""
+    X-Ray, the secrets that function reads, and decryption with the environment's key; step 1's also
+    describes the executions of this environment's state machine."""
 
     def __init__(self, scope: Construct, id_: str, settings: Settings, network: Network, *, kms_key_arn: str,
                  db_address: str, db_port: str, db_secret_arn: str, pagerduty_token_secret_arn: str,
@@ -84,6 +89,8 @@ class Functions(Construct):
             "PAGERDUTY_API_URL": settings.pagerduty.api_url,
         }
         ec2_arn = f"arn:{partition}:ec2:{region}:{account_id}"
+        # Built from the name, not the state machine resource, which itself depends on these functions' ARNs.
+        executions_arn = f"arn:{partition}:states:{region}:{account_id}:execution:{state_machine_name(settings)}:*"
         self.functions: dict[str, LambdaFunction] = {}
         self.log_groups: dict[str, CloudwatchLogGroup] = {}
         for spec in FUNCTIONS:
@@ -95,6 +102,8 @@ class Functions(Construct):
             role = IamRole(self, f"{spec.folder}_role", name=f"{name}-role",
                            description=f"Execution role of {name}",
                            assume_role_policy=assume_role_policy("lambda.amazonaws.com", account_id))
+            executions = ([statement("ReadOwnExecutions", ["states:DescribeExecution"], [executions_arn])]
+                          if spec.reads_own_executions else [])
             # CreateFunction checks the role may manage network interfaces: attach the policy first.
             policy = IamRolePolicy(self, f"{spec.folder}_policy", name=f"{name}-least-privilege", role=role.id,
                           policy=policy_document(
@@ -109,6 +118,7 @@ class Functions(Construct):
                 statement("Tracing", ["xray:PutTelemetryRecords", "xray:PutTraceSegments"], ["*"]),
                 statement("ReadOwnSecrets", ["secretsmanager:GetSecretValue"], secrets),
                 statement("DecryptSecretsAndSettings", ["kms:Decrypt"], [kms_key_arn]),
+                *executions,
             ))
             package = _function_package(spec.folder)
             code = TerraformAsset(self, f"{spec.folder}_code", path=str(package.path), type=AssetType.FILE)

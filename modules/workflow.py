@@ -27,11 +27,16 @@ _TRACING_ACTIONS = ["xray:GetSamplingRules", "xray:GetSamplingTargets", "xray:Pu
                     "xray:PutTraceSegments"]
 
 
+def state_machine_name(settings: Settings) -> str:
+    """The state machine's name; known before the machine exists, so a function's role can be scoped to it."""
+    return f"{settings.name_prefix}-pipeline"
+
+
 class Workflow(Construct):
     def __init__(self, scope: Construct, id_: str, settings: Settings, function_arns: dict[str, str], *,
                  kms_key_arn: str, account_id: str) -> None:
         super().__init__(scope, id_)
-        name = f"{settings.name_prefix}-pipeline"
+        name = state_machine_name(settings)
         config = settings.workflow
         self.log_group = CloudwatchLogGroup(
             self, "logs", name=f"/aws/vendedlogs/states/{name}", retention_in_days=settings.log_retention_days,

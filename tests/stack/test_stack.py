@@ -155,6 +155,23 @@ def test_each_function_role_is_least_privilege(stacks: dict[str, Stack], folder:
     for statement in policy["Statement"]:
         if statement["Resource"] == ["*"]:
             assert statement["Sid"] in {"DescribeNetworkInterfaces", "Tracing"}
+    states_statements = [statement for statement in policy["Statement"]
+                         if any(action.startswith("states:") for action in statement["Action"])]
+    if folder == "lambda_1":  # reconciles runs whose execution timed out or was aborted while holding the lock
+        assert states_statements == [by_sid["ReadOwnExecutions"]] == [{
+            "Sid": "ReadOwnExecutions", "Effect": "Allow", "Action": ["states:DescribeExecution"],
+            "Resource": ["arn:${data.aws_partition.partition.partition}:states:eu-west-2:"
+                         "${data.aws_caller_identity.caller.account_id}:execution:stepfuncproject-dev-pipeline:*"]}]
+    else:
+        assert states_statements == [] and "ReadOwnExecutions" not in by_sid
+
+
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_step_one_reads_only_its_own_state_machines_executions(stacks: dict[str, Stack], env: str) -> None:
+    (machine,) = resources(stacks[env], "aws_sfn_state_machine").values()
+    (resource,) = statements_by_sid(policy_of(stacks[env], "-lambda_1-role"))["ReadOwnExecutions"]["Resource"]
+    assert resource.endswith(f":execution:{machine['name']}:*") and machine["name"] == f"stepfuncproject-{env}-pipeline"
+    assert "aws_sfn_state_machine" not in resource  # built from the name: the machine depends on the functions
 
 
 def test_no_broad_managed_policies(stacks: dict[str, Stack]) -> None:
@@ -184,7 +201,14 @@ def test_workflow_timeout_and_steps(stacks: dict[str, Stack]) -> None:
         task = asl["States"][state]
         assert task["Resource"] == "arn:aws:states:::lambda:invoke"
         assert task["Parameters"]["FunctionName"].startswith(f"${{aws_lambda_function.functions_{folder}_")
-        assert task["Parameters"]["Payload"]["input.$"] == "$"
+        assert task["Parameters"]["Payload"] == {
+            "execution_id.$": "$$.Execution.Id",
+            "execution_name.$": "$$.Execution.Name",
+            "execution_start_time.$": "$$.Execution.StartTime",
+            "execution_timeout_seconds": 2700,  # the state machine's TimeoutSeconds, so each step knows the deadline
+            "state_name.$": "$$.State.Name",
+            "input.$": "$",
+        }
         assert task["OutputPath"] == "$.Payload"
 
 
@@ -289,7 +313,7 @@ def variant_stacks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Stack]
                         "jwt_audience": ["pipeline"]},
                 "functions": {"architecture": "x86_64"},
                 "pagerduty": {"token_secret_arn": secret, "api_url": "https://api.eu.pagerduty.com"}},
-        "open": {"api": {"authorization": "NONE"}},
+        "open": {"api": {"authorization": "NONE"}, "workflow": {"timeout_seconds": 7200}},
     }))
     outdir = synthesize(folder / "out", "--settings", str(settings))
     return {env: without_metadata(load_stack(outdir, f"stepfuncproject-{env}")) for env in ("jwt", "open")}
@@ -307,6 +331,14 @@ def test_jwt_authorization_uses_issuer_and_audience(variant_stacks: dict[str, St
 
 def test_open_api_only_when_chosen(variant_stacks: dict[str, Stack]) -> None:
     assert only(variant_stacks["open"]["resource"], "aws_apigatewayv2_route")["authorization_type"] == "NONE"
+
+
+def test_every_step_is_told_the_configured_execution_timeout(variant_stacks: dict[str, Stack]) -> None:
+    asl = definition(variant_stacks["open"])
+    assert asl["TimeoutSeconds"] == 7200
+    tasks = [state for state in asl["States"].values() if state["Type"] == "Task"]
+    assert len(tasks) == 4
+    assert {task["Parameters"]["Payload"]["execution_timeout_seconds"] for task in tasks} == {7200}
 
 
 def test_existing_token_secret_eu_url_and_architecture_switch(variant_stacks: dict[str, Stack]) -> None:
