@@ -7,12 +7,12 @@ import pytest
 
 from pagerduty_pipeline import steps
 from pagerduty_pipeline.db import PgError
-from tests.pipeline.conftest import envelope
+from tests.pipeline.conftest import envelope, run_pipeline
 from tests.pipeline.test_load import WEEK
 
 
 def test_step1_database_error_while_reading_the_watermark(env, db, server, pg):
-    assert steps.start_run(envelope(WEEK, name="first"), env=env)["success"]
+    assert run_pipeline(env, WEEK, name="first")["step3"]["success"]
     admin = pg.admin_connect()
     admin.run("DROP TABLE pagerduty.watermarks")  # migrations are recorded as done: nothing recreates it
     admin.close()

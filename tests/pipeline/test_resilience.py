@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from pagerduty_pipeline import steps
+from pagerduty_pipeline import paging, steps
 from pagerduty_pipeline.client import PagerDutyClient
 from pagerduty_pipeline.errors import PagerDutyError
 from tests.pipeline.conftest import (TOKEN, FakeContext, count, envelope, make_env, make_server,
@@ -138,7 +138,8 @@ def test_token_bucket_keeps_below_the_limit(server):
 
 def test_db_connection_dropped_mid_transaction_then_rerun_completes(env, db, server, pg, monkeypatch):
     """A trigger terminates the loader's own backend inside an incident batch transaction."""
-    monkeypatch.setattr(steps, "WRITE_BATCH_ITEMS", 100)  # one page per transaction: several batches
+    monkeypatch.setattr(paging, "WRITE_BATCH_ITEMS", 100)  # one page per transaction: several batches
+    env["PIPELINE_CHUNK_HOURS"] = "192"  # the whole window in one chunk: batches of exactly 100 incidents
     r1 = steps.start_run(envelope(WEEK), env=env)
     assert r1["success"]
     admin = pg.admin_connect()
@@ -190,9 +191,10 @@ def assert_matches_account_partial(db, acc, ids):
 
 def test_db_server_stopped_mid_load_then_rerun_completes(pg, secrets_arns, db, monkeypatch):
     """Stop PostgreSQL while step 2 runs (from the fake server's request path), then restart and rerun."""
-    monkeypatch.setattr(steps, "WRITE_BATCH_ITEMS", 100)  # one page per transaction: several batches
+    monkeypatch.setattr(paging, "WRITE_BATCH_ITEMS", 100)  # one page per transaction: several batches
     with make_server(n_incidents=600, seed=8) as server:
         env = make_env(pg, secrets_arns, server)
+        env["PIPELINE_CHUNK_HOURS"] = "192"  # the whole window in one chunk: batches of exactly 100 incidents
         r1 = steps.start_run(envelope(WEEK), env=env)
         assert r1["success"]
         stopped = threading.Event()
@@ -235,7 +237,7 @@ def test_step2_time_limit_stops_and_resumes_exactly(pg, secrets_arns, db):
         r1 = steps.start_run(envelope(WEEK), env=env)
         state, invocations = r1, []
         for _ in range(200):
-            budget = iter([31_000, 31_000])  # a page or two per invocation, then "time's up"
+            budget = iter([33_000] * 4)  # a page or two per invocation, then "time's up"
             ctx = FakeContext(remaining=lambda b=budget: next(b, 1_000))
             state = steps.load_incidents(envelope(state, state="Step2"), ctx, env=env)
             invocations.append(state)

@@ -8,7 +8,10 @@
         pd.inject(429, count=2, headers=False)                      # next 2 requests -> 429
         pd.inject_malformed(); pd.inject_drop()                     # bad JSON body / connection closed
         pd.request_count("/incidents")                              # request log
+        pd.inject(500, count=None); pd.clear_faults()               # a fault storm on every path, then its end
         account.update_incident(inc_id, status="resolved", at=...)  # mutate the model between runs
+        account.add_incident(at, service_id, with_alerts=2)         # a new incident, as PagerDuty creates it
+        account.evolve(day_start, day_end, random.Random(1))        # a day of activity (new, ack, resolve, notes)
 
 Command line (e.g. a separate process for benchmarks or a local demo run):
 
@@ -17,6 +20,7 @@ Command line (e.g. a separate process for benchmarks or a local demo run):
 Behaviour mirrored from PagerDuty (see shared reference): token auth (401 code 2006), classic
 limit/offset/more/total paging with limit max 100 and the offset+limit <= 10,000 cap (400 code 2002),
 ``since``/``until`` on ``created_at`` with ``time_zone``, filters, ``include[]`` expansion,
+``GET /{users,services,teams,escalation_policies,priorities}/{id}`` (404 code 2100 once deleted),
 account-wide ``/log_entries`` (newest first) with ``include[]=incidents`` embedding the incident's
 current state, ratelimit-* headers and 429 body code 2020.
 """
@@ -67,6 +71,9 @@ def _b36(n: int, width: int) -> str:
         n, r = divmod(n, 36)
         out = chars[r] + out
     return out.rjust(width, "0")
+
+
+_AUTO: Any = type("_Auto", (), {"__repr__": lambda self: "<auto>"})()  # "choose a realistic default"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,6 +221,290 @@ class Account:
         resolved = sum(1 for a in alerts if a["status"] == "resolved")
         self.incidents[incident_id]["alert_counts"] = {"all": len(alerts), "triggered": len(alerts) - resolved,
                                                        "resolved": resolved}
+
+    # -- realistic activity --------------------------------------------------------------------
+    def _new_incident_id(self, number: int) -> str:
+        inc_id = "Q" + _b36(number * 104_729 + 36 ** 11, 13)  # the generator's scheme: unique per number
+        while inc_id in self.incidents:  # only if someone inserted incidents by hand
+            inc_id = self.next_id("Q")
+        return inc_id
+
+    def _user_ref(self, user_id: str) -> dict:
+        user = self.users.get(user_id) or self.deleted.get(user_id)
+        if user is None:
+            raise KeyError(f"no user {user_id!r}")
+        return self.ref(user, "user")
+
+    def add_incident(self, at: datetime, service_id: str | None = None, *, title: Any = _AUTO, urgency: Any = "high",
+                     priority_id: Any = None, status: str = "triggered", with_alerts: int = 0,
+                     assignee_id: Any = _AUTO, **overrides) -> dict:
+        """Create an incident the way PagerDuty does and return it: the next ``incident_number``, a
+        ``trigger_log_entry`` at ``at`` (the incident's ``first_trigger_log_entry``), an
+        ``assign_log_entry`` 1 s and a ``notify_log_entry`` 2 s later, ``with_alerts`` triggered alerts
+        created at ``at`` (``alert_counts`` follows), teams and escalation policy from the service.
+
+        ``service_id`` defaults to the first service. ``title=None``, ``urgency=None``,
+        ``priority_id=None`` (the default) give the nulls the real API returns; ``assignee_id`` defaults
+        to the first target of the service's escalation policy, ``assignee_id=None`` (or
+        ``assignments=[]`` in ``overrides``) leaves the incident unassigned (no assign/notify entries).
+        ``status="acknowledged"`` acknowledges it 2 minutes after ``at``; ``status="resolved"``
+        also resolves it 10 minutes after ``at`` (through :meth:`update_incident`). ``overrides`` are
+        set on the incident object last (any field, e.g. ``incident_key``, ``resolve_reason``)."""
+        if status not in ("triggered", "acknowledged", "resolved"):
+            raise ValueError(f"unknown status {status!r}")
+        at = at.astimezone(UTC).replace(microsecond=0)
+        svc = self.services.get(service_id) if service_id else next(iter(self.services.values()))
+        if svc is None:
+            raise KeyError(f"no service {service_id!r}")
+        number = max((i["incident_number"] for i in self.incidents.values()), default=0) + 1
+        inc_id = self._new_incident_id(number)
+        if title is _AUTO:
+            kinds = ["High error rate", "Latency above SLO", "Disk almost full", "Queue backlog", "Crash loop"]
+            title = f"{kinds[number % 5]} on {svc['name']} #{number}"
+        ep_ref = svc.get("escalation_policy")
+        ep = self.escalation_policies.get(ep_ref["id"]) if ep_ref else None
+        if assignee_id is _AUTO:
+            targets = [t for rule in (ep or {}).get("escalation_rules", []) for t in rule.get("targets", [])]
+            assignee_id = targets[0]["id"] if targets else next(iter(self.users), None)
+        if "assignments" in overrides:
+            assignments = overrides.pop("assignments")
+        else:
+            assignments = [{"at": iso(at + timedelta(seconds=1)), "assignee": self._user_ref(assignee_id)}] \
+                if assignee_id else []
+        prio = self.priorities.get(priority_id) if priority_id else None
+        if priority_id and prio is None:
+            raise KeyError(f"no priority {priority_id!r}")
+        summary = f"[#{number}]" + (f" {title}" if title else "")
+        inc = {
+            "id": inc_id, "type": "incident", "summary": summary,
+            "self": f"https://api.pagerduty.com/incidents/{inc_id}", "html_url": f"{WEB}/incidents/{inc_id}",
+            "incident_number": number, "title": title, "description": title, "created_at": iso(at),
+            "updated_at": iso(at), "status": "triggered", "incident_key": f"{number * 2_654_435_761:016x}"[-16:],
+            "service": self.ref(svc), "assignments": [], "assigned_via": "escalation_policy",
+            "last_status_change_at": iso(at), "resolved_at": None, "first_trigger_log_entry": None,
+            "alert_counts": {"all": 0, "triggered": 0, "resolved": 0}, "pending_actions": [], "is_mergeable": True,
+            "escalation_policy": ep_ref, "teams": [dict(t) for t in svc.get("teams") or []], "acknowledgements": [],
+            "last_status_change_by": self.ref(svc), "priority": self.ref(prio) if prio else None,
+            "resolve_reason": None, "urgency": urgency,
+            "body": {"type": "incident_body", "details": f"Details for incident {number}"}, "conference_bridge": None,
+        }
+        self.incidents[inc_id] = inc
+        trigger = self.add_log_entry(inc_id, "trigger_log_entry", at)
+        inc["first_trigger_log_entry"] = {"id": trigger["id"], "type": "trigger_log_entry_reference",
+                                          "summary": trigger["summary"], "self": trigger["self"],
+                                          "html_url": trigger["html_url"]}
+        for _ in range(max(0, int(with_alerts))):
+            self.add_alert(inc_id, at)
+        if assignments:
+            inc["assignments"] = assignments
+            self.add_log_entry(inc_id, "assign_log_entry", at + timedelta(seconds=1))
+            notify = self.add_log_entry(inc_id, "notify_log_entry", at + timedelta(seconds=2))
+            notify["user"] = assignments[0]["assignee"]
+            notify["channel"] = {"type": "auto"}
+            inc["updated_at"] = iso(at + timedelta(seconds=2))
+        if status in ("acknowledged", "resolved"):
+            self.acknowledge(inc_id, at + timedelta(minutes=2))
+        if status == "resolved":
+            self.resolve(inc_id, at + timedelta(minutes=10))
+        inc.update(overrides)
+        self.touch()
+        return inc
+
+    def _actor(self, inc: dict, user_id: str | None) -> dict:
+        """Who acts on an incident: ``user_id``, else its first assignee still in the account, else the
+        first user."""
+        if user_id:
+            return self._user_ref(user_id)
+        for a in inc["assignments"]:
+            if a["assignee"]["id"] in self.users:
+                return self.ref(self.users[a["assignee"]["id"]])
+        return self.ref(next(iter(self.users.values())))
+
+    def acknowledge(self, incident_id: str, at: datetime, user_id: str | None = None) -> dict:
+        """Acknowledge (through :meth:`update_incident`) by ``user_id`` (default: the first assignee)."""
+        inc = self.incidents[incident_id]
+        user = self._actor(inc, user_id)
+        return self.update_incident(incident_id, at, status="acknowledged", last_status_change_by=user,
+                                    acknowledgements=inc["acknowledgements"] + [{"at": iso(at), "acknowledger": user}])
+
+    def resolve(self, incident_id: str, at: datetime, user_id: str | None = None) -> dict:
+        """Resolve (through :meth:`update_incident`: alerts resolve, assignments empty)."""
+        inc = self.incidents[incident_id]
+        user = self._actor(inc, user_id)
+        return self.update_incident(incident_id, at, status="resolved", last_status_change_by=user,
+                                    acknowledgements=[], pending_actions=[])
+
+    def add_grouped_alert(self, incident_id: str, at: datetime) -> dict:
+        """A new alert grouped into an open, triggered incident: the alert (``alert_counts``), a
+        ``trigger_log_entry`` for its event and ``updated_at``. (Only on triggered incidents, so the
+        latest status-changing entry keeps matching the status.)"""
+        inc = self.incidents[incident_id]
+        if inc["status"] != "triggered":
+            raise ValueError(f"incident {incident_id} is {inc['status']}, not triggered")
+        alert = self.add_alert(incident_id, at)
+        self.add_log_entry(incident_id, "trigger_log_entry", at)
+        inc["updated_at"] = iso(at)
+        self.touch()
+        return alert
+
+    def last_activity(self) -> dict[str, datetime]:
+        """Incident id -> the time of its latest log entry (or ``updated_at``, if later)."""
+        out: dict[str, datetime] = {}
+        for entry in self.log_entries.values():
+            t = datetime.fromisoformat(entry["created_at"])
+            inc_id = entry["incident"]["id"]
+            if inc_id not in out or t > out[inc_id]:
+                out[inc_id] = t
+        for inc_id, inc in self.incidents.items():
+            t = datetime.fromisoformat(inc["updated_at"])
+            if inc_id not in out or t > out[inc_id]:
+                out[inc_id] = t
+        return out
+
+    def status_log_mismatches(self) -> list[str]:
+        """Incidents whose status differs from their latest trigger/acknowledge/resolve log entry (or
+        whose status fields disagree: resolved_at, last_status_change_at, alert_counts); empty when the
+        account is consistent."""
+        kinds = {"trigger_log_entry": "triggered", "acknowledge_log_entry": "acknowledged",
+                 "resolve_log_entry": "resolved"}
+        latest: dict[str, tuple] = {}
+        for entry in self.log_entries.values():
+            if entry["type"] in kinds:
+                key = (entry["created_at"], entry["id"])
+                inc_id = entry["incident"]["id"]
+                if inc_id not in latest or key > latest[inc_id][0]:
+                    latest[inc_id] = (key, kinds[entry["type"]], entry["type"])
+        bad = []
+        for inc_id, inc in self.incidents.items():
+            got = latest.get(inc_id)
+            alerts = self.alerts.get(inc_id, [])
+            resolved = sum(1 for a in alerts if a["status"] == "resolved")
+            counts = {"all": len(alerts), "triggered": len(alerts) - resolved, "resolved": resolved}
+            if got is None or got[1] != inc["status"] or \
+                    (inc["status"] == "resolved") != (inc["resolved_at"] is not None) or \
+                    (inc["status"] == "resolved" and (inc["assignments"] or counts["triggered"])) or \
+                    inc["alert_counts"] != counts or inc["updated_at"] < inc["last_status_change_at"]:
+                bad.append(inc_id)
+        return bad
+
+    def evolve(self, day_start: datetime, day_end: datetime, rnd: random.Random, *, new_incidents: int = 30,
+               ack_ratio: float = 0.35, resolve_ratio: float = 0.45, note_ratio: float = 0.12,
+               alert_ratio: float = 0.05, odd_ratio: float = 0.03) -> dict:
+        """One period of realistic activity, every timestamp inside [day_start, day_end), every change
+        through the helpers above (log entries, ``updated_at``, ``last_status_change_at``,
+        ``alert_counts`` stay consistent). Deterministic for a given ``rnd`` state and account.
+
+        * ``new_incidents`` new incidents (85 % with 1-3 alerts, 30 % without priority; ``odd_ratio`` of
+          them each with a null title, a null urgency, no assignee: values the real API returns), of
+          which some are acknowledged, resolved, noted or get another alert the same day;
+        * open incidents from earlier days: ``ack_ratio`` of the triggered ones acknowledged,
+          ``resolve_ratio`` of the open ones resolved (their alerts resolve with them);
+        * ``note_ratio`` of all incidents (resolved ones too, mostly recent) get a note;
+        * ``alert_ratio`` of the triggered incidents get another alert grouped into them.
+
+        Every change to an incident comes after that incident's latest log entry. Returns the counts
+        of what happened."""
+        day_start = day_start.astimezone(UTC).replace(microsecond=0)
+        day_end = day_end.astimezone(UTC).replace(microsecond=0)
+        span = int((day_end - day_start).total_seconds())
+        if span < 3600:
+            raise ValueError("evolve needs a period of at least one hour")
+        stats = {"created": 0, "acknowledged": 0, "resolved": 0, "notes": 0, "alerts": 0}
+        last = self.last_activity()
+        user_ids = sorted(self.users)
+        service_ids = sorted(self.services)
+        priority_ids = sorted(self.priorities)
+        events: list[tuple] = []  # (time, order, kind, incident id or creation spec)
+        order = iter(range(10 ** 9))
+
+        def when(after: datetime, *, before: datetime = day_end) -> datetime | None:
+            lo = max(day_start, after + timedelta(seconds=1))
+            hi = before - timedelta(seconds=1)
+            if lo >= hi:
+                return None
+            return lo + timedelta(seconds=rnd.randrange(int((hi - lo).total_seconds())))
+
+        def plan(inc_id: str, status: str, after: datetime, *, note_p: float, ack_p: float, res_p: float,
+                 alert_p: float) -> None:
+            """Schedule one incident's changes in order, each after the previous one."""
+            t = after
+            steps_: list[str] = []
+            if status == "triggered" and rnd.random() < alert_p:
+                steps_.append("alert")
+            if status == "triggered" and rnd.random() < ack_p:
+                steps_.append("ack")
+            if rnd.random() < note_p:
+                steps_.append("note")
+            if status != "resolved" and rnd.random() < res_p:
+                steps_.append("resolve")
+            for kind in steps_:
+                # spread the steps over what is left of the day (each in the first half of the rest)
+                base = max(t, day_start)
+                nxt = when(t, before=base + (day_end - base) / 2 if day_end - base > timedelta(minutes=10)
+                           else day_end)
+                if nxt is None:
+                    return
+                events.append((nxt, next(order), kind, inc_id))
+                t = nxt
+
+        # existing incidents, in a stable order
+        for inc_id in sorted(self.incidents, key=lambda i: self.incidents[i]["incident_number"]):
+            inc = self.incidents[inc_id]
+            age_days = (day_start - datetime.fromisoformat(inc["created_at"])).total_seconds() / 86400
+            plan(inc_id, inc["status"], last.get(inc_id, day_start),
+                 note_p=note_ratio if age_days < 7 else note_ratio / 4, ack_p=ack_ratio, res_p=resolve_ratio,
+                 alert_p=alert_ratio)
+        # new incidents: created in the first 80 % of the day, their own activity later the same day
+        for _ in range(new_incidents):
+            t = day_start + timedelta(seconds=rnd.randrange(int(span * 0.8)))
+            spec = {"service_id": rnd.choice(service_ids),
+                    "urgency": None if rnd.random() < odd_ratio else ("high" if rnd.random() < 0.6 else "low"),
+                    "priority_id": None if (not priority_ids or rnd.random() < 0.3) else rnd.choice(priority_ids),
+                    "with_alerts": 0 if rnd.random() < 0.15 else rnd.choice((1, 1, 1, 2, 2, 3)),
+                    "title": None if rnd.random() < odd_ratio else _AUTO,
+                    "unassigned": rnd.random() < odd_ratio,
+                    "plan": (rnd.random() < 0.6, rnd.random() < 0.5, rnd.random() < note_ratio * 1.5,
+                             rnd.random() < alert_ratio)}
+            events.append((t, next(order), "create", spec))
+        events.sort(key=lambda e: (e[0], e[1]))
+
+        i = 0
+        while i < len(events):
+            at, _, kind, arg = events[i]
+            i += 1
+            if kind == "create":
+                kw = {} if not arg["unassigned"] else {"assignee_id": None}
+                inc = self.add_incident(at, arg["service_id"], title=arg["title"], urgency=arg["urgency"],
+                                        priority_id=arg["priority_id"], with_alerts=arg["with_alerts"], **kw)
+                stats["created"] += 1
+                ack, res, note, alert = arg["plan"]
+                before = len(events)
+                plan(inc["id"], "triggered", at + timedelta(seconds=2), note_p=float(note), ack_p=float(ack),
+                     res_p=float(res), alert_p=float(alert))
+                if len(events) > before:  # keep the remaining events in time order
+                    rest = sorted(events[i:], key=lambda e: (e[0], e[1]))
+                    events[i:] = rest
+                continue
+            inc = self.incidents.get(arg)
+            if inc is None:
+                continue
+            if kind == "alert" and inc["status"] == "triggered":
+                self.add_grouped_alert(arg, at)
+                stats["alerts"] += 1
+            elif kind == "ack" and inc["status"] == "triggered":
+                self.acknowledge(arg, at)
+                stats["acknowledged"] += 1
+            elif kind == "resolve" and inc["status"] != "resolved":
+                self.resolve(arg, at)
+                stats["resolved"] += 1
+            elif kind == "note":
+                self.add_note(arg, rnd.choice(["Looking into it", "Rolled back the last deploy",
+                                               "Root cause: expired certificate", "Paged the database team",
+                                               "Monitoring after the fix"]) + f" ({at:%d %b %H:%M})", at,
+                              user_id=rnd.choice(user_ids))
+                stats["notes"] += 1
+        self.touch()
+        return stats
 
     # -- lookups used by the server ----------------------------------------------------------
     def lookup(self, kind: str, ident: str) -> dict | None:
@@ -385,7 +676,7 @@ def generate_account(
 @dataclass
 class Fault:
     kind: str  # "status", "malformed", "drop", "delay"
-    count: int
+    count: int | None  # None: until clear_faults()
     status: int = 500
     headers: bool = True
     body: str | None = None
@@ -414,6 +705,8 @@ _DIMENSIONS = {
     "/escalation_policies": ("escalation_policies", "escalation_policies"),
     "/priorities": ("priorities", "priorities"),
 }
+_SINGULAR = {"services": "service", "teams": "team", "users": "user", "escalation_policies": "escalation_policy",
+             "priorities": "priority"}
 
 
 class FakePagerDuty:
@@ -483,29 +776,36 @@ class FakePagerDuty:
             self._log_entry_json(lid, True)
 
     # -- fault injection / log ---------------------------------------------------------------
-    def inject(self, status: int, count: int = 1, *, headers: bool = True, body: str | None = None,
+    def inject(self, status: int, count: int | None = 1, *, headers: bool = True, body: str | None = None,
                path: str | None = None) -> None:
         """Answer the next ``count`` requests (whose path starts with ``path``, if given) with ``status``.
-        ``headers=False`` leaves out the ratelimit-* headers (PagerDuty sometimes does, on 429)."""
+        ``headers=False`` leaves out the ratelimit-* headers (PagerDuty sometimes does, on 429).
+        A fault storm: ``inject(500, count=None)`` (or a large count) lasts until :meth:`clear_faults`."""
         with self._lock:
             self._faults.append(Fault("status", count, status=status, headers=headers, body=body, path=path))
 
-    def inject_malformed(self, count: int = 1, path: str | None = None) -> None:
+    def inject_malformed(self, count: int | None = 1, path: str | None = None) -> None:
         with self._lock:
             self._faults.append(Fault("malformed", count, path=path))
 
-    def inject_drop(self, count: int = 1, path: str | None = None) -> None:
+    def inject_drop(self, count: int | None = 1, path: str | None = None) -> None:
         """Close the connection without answering."""
         with self._lock:
             self._faults.append(Fault("drop", count, path=path))
 
-    def inject_delay(self, seconds: float, count: int = 1, path: str | None = None) -> None:
+    def inject_delay(self, seconds: float, count: int | None = 1, path: str | None = None) -> None:
         with self._lock:
             self._faults.append(Fault("delay", count, delay=seconds, path=path))
 
     def clear_faults(self) -> None:
+        """End every injected fault (storms included); later requests are answered normally."""
         with self._lock:
             self._faults.clear()
+
+    def pending_faults(self) -> int:
+        """How many injected faults are still waiting (a storm with ``count=None`` counts once)."""
+        with self._lock:
+            return len(self._faults)
 
     def request_count(self, path_prefix: str | None = None) -> int:
         with self._lock:
@@ -514,10 +814,11 @@ class FakePagerDuty:
     def _take_fault(self, path: str) -> Fault | None:
         with self._lock:
             for fault in self._faults:
-                if fault.count > 0 and (fault.path is None or path.startswith(fault.path)):
-                    fault.count -= 1
-                    if fault.count == 0:
-                        self._faults.remove(fault)
+                if (fault.count is None or fault.count > 0) and (fault.path is None or path.startswith(fault.path)):
+                    if fault.count is not None:
+                        fault.count -= 1
+                        if fault.count == 0:
+                            self._faults.remove(fault)
                     return fault
         return None
 
@@ -565,6 +866,15 @@ class FakePagerDuty:
                 limit, offset = _paging(query)
                 return 200, _page_json("alerts", [json.dumps(a) for a in alerts[offset: offset + limit]], limit,
                                        offset, len(alerts), query)
+        if len(parts) == 2 and "/" + parts[0] in _DIMENSIONS:
+            attr, _ = _DIMENSIONS["/" + parts[0]]
+            obj = getattr(acc, attr).get(parts[1])  # deleted objects are gone: 404
+            if obj is None:
+                raise ApiError(404, "Not Found", 2100)
+            includes = set(query.get("include[]", []))
+            if includes:
+                obj = self._expand_dimension(obj, includes)
+            return 200, json.dumps({_SINGULAR[parts[0]]: obj})
         if len(parts) == 2 and parts[0] == "incidents":
             inc = acc.incidents.get(parts[1])
             if inc is None:

@@ -200,9 +200,10 @@ class SynthesizedWorkflow:
                    state_machine_name=machine["name"], definition_template=machine["definition"],
                    functions=functions, request_parameters=dict(integration["request_parameters"]))
 
-    def definition(self, function_arns: dict[str, str]) -> str:
+    def definition(self, function_arns: dict[str, str], *, execution_timeout: int | None = None) -> str:
         """The synthesized definition with `${aws_lambda_function.<key>.arn}` replaced by function_arns[folder];
-        any other Terraform reference left in it is an error."""
+        any other Terraform reference left in it is an error. `execution_timeout` (tests only) shortens the state
+        machine's TimeoutSeconds, and the timeout every task tells its function, to see a timeout in seconds."""
         by_key = {f"aws_lambda_function.{fn.key}.arn": function_arns[folder] for folder, fn in self.functions.items()}
 
         def resolve(match: re.Match[str]) -> str:
@@ -211,7 +212,16 @@ class SynthesizedWorkflow:
                                  "cannot resolve")
             return by_key[match.group(1)]
 
-        return _REFERENCE.sub(resolve, self.definition_template)
+        definition = _REFERENCE.sub(resolve, self.definition_template)
+        if execution_timeout is None:
+            return definition
+        parsed = json.loads(definition)
+        parsed["TimeoutSeconds"] = execution_timeout
+        for state in parsed["States"].values():
+            payload = state.get("Parameters", {}).get("Payload", {})
+            if "execution_timeout_seconds" in payload:
+                payload["execution_timeout_seconds"] = execution_timeout
+        return json.dumps(parsed)
 
     def execution_input(self, body: str | bytes) -> str:
         """StartExecution's input as the HTTP API integration builds it from a request body."""
@@ -339,12 +349,13 @@ class LocalWorkflow:
 
     def __init__(self, workflow: SynthesizedWorkflow, *, db: Database, pagerduty: dict[str, str],
                  extra_env: dict[str, str] | None = None, wrap: dict[str, Callable[[Handler], Handler]] | None = None,
-                 timeouts: dict[str, float] | None = None) -> None:
+                 timeouts: dict[str, float] | None = None, execution_timeout: int | None = None) -> None:
         self.workflow = workflow
         self.db, self.pagerduty = db, pagerduty
         self.extra_env = dict(extra_env or {})
         self.wrap = dict(wrap or {})
         self.timeouts = dict(timeouts or {})
+        self.execution_timeout = execution_timeout
         self.lambdas = InProcessLambdas()
         self.function_arns: dict[str, str] = {}
         self.environments: dict[str, dict[str, str]] = {}
@@ -412,7 +423,8 @@ class LocalWorkflow:
                                       timeout_seconds=self.timeouts.get(folder, fn.timeout_seconds))
             self._sfn = boto3.client("stepfunctions", region_name=region)
             self.state_machine_arn = self._sfn.create_state_machine(
-                name=self.workflow.state_machine_name, definition=self.workflow.definition(self.function_arns),
+                name=self.workflow.state_machine_name,
+                definition=self.workflow.definition(self.function_arns, execution_timeout=self.execution_timeout),
                 roleArn=sfn_role["Arn"], type="STANDARD")["stateMachineArn"]
         except BaseException:
             self.__exit__(None, None, None)
@@ -450,14 +462,25 @@ class LocalWorkflow:
 
         The status is polled every poll_seconds; the current state, which takes the whole execution history,
         is looked up at most every state_seconds."""
+        return self.wait(self.start(body, name), timeout=timeout, on_progress=on_progress,
+                         poll_seconds=poll_seconds, state_seconds=state_seconds)
+
+    def start(self, body: str | bytes, name: str | None = None) -> str:
+        """Start an execution (as the HTTP API's StartExecution integration would) and return its ARN at once;
+        `wait` follows it. Several may run at the same time."""
         self._runs += 1
         name = name or f"local-{self._runs}-{uuid.uuid4().hex[:8]}"
-        execution_input = self.workflow.execution_input(body)
-        started = time.monotonic()
-        first = len(self.lambdas.invocations)
         arn = self._sfn.start_execution(stateMachineArn=self.state_machine_arn, name=name,
-                                        input=execution_input)["executionArn"]
+                                        input=self.workflow.execution_input(body))["executionArn"]
         self._started.append(arn)
+        return arn
+
+    def wait(self, arn: str, *, timeout: float = 600, on_progress: Callable[[str | None, float], None] | None = None,
+             poll_seconds: float = 0.05, state_seconds: float = 0.5) -> WorkflowRun:
+        """Follow a started execution to its end and return what happened (its own invocations only)."""
+        name = arn.rsplit(":", 1)[-1]
+        execution_input = self._sfn.describe_execution(executionArn=arn)["input"]
+        started = time.monotonic()
         state: str | None = None
         state_at = float("-inf")
         while True:
@@ -475,10 +498,12 @@ class LocalWorkflow:
             time.sleep(poll_seconds)
         history = self.history(arn)
         output = described.get("output")
+        mine = [call for call in self.lambdas.invocations
+                if isinstance(call.event, dict) and call.event.get("execution_id") == arn]
         return WorkflowRun(execution_arn=arn, status=described["status"], input=execution_input,
                            output=json.loads(output) if output else None, error=described.get("error"),
                            cause=described.get("cause"), seconds=time.monotonic() - started,
-                           states=_visits(history), invocations=self.lambdas.invocations[first:], history=history)
+                           states=_visits(history), invocations=mine, history=history)
 
     def history(self, execution_arn: str) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []

@@ -21,7 +21,12 @@ def row_counts(conn: Any, tables: list[str] = DATA_TABLES) -> dict[str, int]:
     return {table: row_count(conn, table) for table in tables}
 
 
-def envelope(inp: Any, name: str = "exec-1", state: str = "Step", state_machine: str = "sm") -> dict[str, Any]:
-    """The Lambda task's Payload: the execution's identity and state name around the step's input."""
-    return {"execution_id": f"arn:aws:states:eu-west-2:123456789012:execution:{state_machine}:{name}",
-            "execution_name": name, "state_name": state, "input": inp}
+def envelope(inp: Any, name: str = "exec-1", state: str = "Step", state_machine: str = "sm", *,
+             started: str | None = None, timeout_seconds: int | None = None) -> dict[str, Any]:
+    """The Lambda task's Payload: the execution's identity and state name around the step's input (and, when
+    given, the execution's start time and the state machine's timeout, which make its deadline)."""
+    out = {"execution_id": f"arn:aws:states:eu-west-2:123456789012:execution:{state_machine}:{name}",
+           "execution_name": name, "state_name": state, "input": inp}
+    if started is not None:
+        out.update(execution_start_time=started, execution_timeout_seconds=timeout_seconds)
+    return out

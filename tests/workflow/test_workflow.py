@@ -91,12 +91,13 @@ def _step2_unauthorized(pagerduty, pg) -> dict:
 
 
 def _step3_finds_bad_data(pagerduty, pg) -> dict:
-    """Before the real step 3 runs, a resolved incident loses its resolved_at: its checks catch it."""
+    """Before the real step 3 runs, a resolved incident is set back to acknowledged behind the pipeline's back: its
+    latest status log entry (a resolve) disagrees, and the blocking status check catches it."""
     def breaking(real):
         def handler(event, context):
             conn = pg.connect()
             try:
-                conn.run("UPDATE pagerduty.incidents SET resolved_at = NULL WHERE id = "
+                conn.run("UPDATE pagerduty.incidents SET status = 'acknowledged' WHERE id = "
                          "(SELECT min(id) FROM pagerduty.incidents WHERE status = 'resolved')")
             finally:
                 conn.close()
@@ -122,9 +123,9 @@ def test_a_step_reporting_failure_goes_to_the_error_handler(run_workflow, db, pa
     assert handled["message"] == f"{state}: {result['message']}"
     assert db.run("SELECT count(*) FROM pagerduty.watermarks")[0][0] == 0
     if folder == "lambda_3":
-        assert "resolved_consistency" in result["failed_checks"]
-        failed = db.run("SELECT check_name FROM pagerduty.validation_results WHERE NOT passed")
-        assert ["resolved_consistency"] in failed
+        assert result["failed_checks"] == ["status_matches_latest_log_entry"]
+        failed = db.run("SELECT check_name FROM pagerduty.validation_results WHERE NOT passed AND blocking")
+        assert failed == [["status_matches_latest_log_entry"]]
 
 
 @pytest.mark.parametrize("folder", ["lambda_1", "lambda_2", "lambda_3"])
