@@ -55,6 +55,7 @@ rehearse: python-env
 bench: python-env
 	$(PIPENV) run python bench/synth_speed.py
 	$(PIPENV) run python bench/pipeline_load.py
+	$(PIPENV) run python bench/step3_scaling.py
 
 clean:
 	rm -rf cdktf.out .build .pytest_cache

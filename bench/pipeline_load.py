@@ -15,16 +15,11 @@ import json
 import math
 import os
 import signal
-import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "layer", "python")]
-for _k, _v in {"AWS_DEFAULT_REGION": "eu-west-2", "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}.items():
-    os.environ.setdefault(_k, _v)
-os.environ.pop("AWS_ENDPOINT_URL", None)
+from harness import TOKEN, start_server  # noqa: E402  (sets the import path and a fake AWS environment)
 
 import boto3  # noqa: E402
 from moto import mock_aws  # noqa: E402
@@ -34,25 +29,14 @@ from pagerduty_pipeline.client import PagerDutyClient  # noqa: E402
 from pagerduty_pipeline.db import _nodelay  # noqa: E402
 from pagerduty_pipeline.loaders import incident_row, log_entry_row  # noqa: E402
 from pagerduty_pipeline.migrations import migrate  # noqa: E402
+from pagerduty_pipeline.paging import split_window  # noqa: E402
+from pagerduty_pipeline.schema import DIMENSION_ENDPOINTS, DIMENSIONS  # noqa: E402
+from pagerduty_pipeline.step_load import INCIDENT_INCLUDES  # noqa: E402
 from tests.support.pipeline import envelope as _envelope, row_counts  # noqa: E402
 from tests.support.postgres import throwaway_postgres  # noqa: E402
 
 UTC = timezone.utc
-TOKEN = "bench-token"
 START = datetime(2024, 3, 1, tzinfo=UTC)
-
-
-def start_server(n: int, days: float) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.fake_pagerduty", "--incidents", str(n), "--seed", "42",
-         "--start", START.isoformat(), "--days", str(days), "--token", TOKEN, "--rate-limit", str(10 ** 9),
-         "--warm"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    url = proc.stdout.readline().strip()
-    if not url.startswith("http"):
-        proc.kill()
-        raise RuntimeError("fake server did not start")
-    return proc, url
 
 
 def envelope(inp, name, state):
@@ -128,7 +112,7 @@ def iter_window(client, path, key, params, window, stats):
                                                          ("time_zone", "UTC")] + params, offset, 100,
                                              total=offset == 0)
             if offset == 0 and total is not None and total > 10_000:
-                pieces = steps._split([since, until], math.ceil(total / 8000))
+                pieces = split_window([since, until], math.ceil(total / 8000))
                 pending[:0] = pieces
                 break
             yield from items
@@ -144,8 +128,8 @@ def naive_load(pg, url: str, window: dict) -> dict:
     conn.run("DROP SCHEMA IF EXISTS pagerduty CASCADE")
     migrate(conn)
     client = PagerDutyClient(TOKEN, url, rate_per_minute=10 ** 9)
-    for kind, path, key in steps.DIMENSION_ENDPOINTS:  # reference data (not timed)
-        for o in client.iter_all(path, key):
+    for kind in DIMENSIONS:  # reference data (not timed)
+        for o in client.list_all(DIMENSION_ENDPOINTS[kind][0], kind)[0]:
             conn.run(f"INSERT INTO pagerduty.{kind} (id, name, raw) VALUES (:i, :n, CAST(:r AS jsonb)) "
                      "ON CONFLICT DO NOTHING", i=o["id"], n=o.get("name"), r=json.dumps(o))
     stats = {"rows": 0, "incidents": 0, "db": 0.0}
@@ -158,7 +142,7 @@ def naive_load(pg, url: str, window: dict) -> dict:
         stats["db"] += time.perf_counter() - t
         stats["rows"] += 1
 
-    inc_params = [("sort_by", "incident_number:asc")] + [("include[]", i) for i in steps.INCIDENT_INCLUDES]
+    inc_params = [("sort_by", "incident_number:asc")] + [("include[]", i) for i in INCIDENT_INCLUDES]
     for inc in iter_window(client, "/incidents", "incidents", inc_params, [window["since"], window["until"]], stats):
         r = incident_row(inc)
         ins("INSERT INTO pagerduty.incidents (id, incident_number, title, status, urgency, service_id, "
@@ -197,7 +181,7 @@ def bench(n: int, durable: bool, baseline: bool) -> None:
     window = {"since": START.strftime("%Y-%m-%dT%H:%M:%SZ"),
               "until": (START + timedelta(days=days + 1)).strftime("%Y-%m-%dT%H:%M:%SZ")}
     t = time.perf_counter()
-    proc, url = start_server(n, days)
+    proc, url = start_server(n, start=START, days=days)
     print(f"\n=== N = {n:,} incidents (fake server ready in {time.perf_counter() - t:.1f}s, "
           f"PostgreSQL {'durable' if durable else 'fsync=off'}) ===", flush=True)
     try:

@@ -177,12 +177,16 @@ def summarize(folder: str, result: Any) -> str:
         return (f"run {result.get('run_id')}, window {window.get('since')} → {window.get('until')}, "
                 f"{result.get('expected_incidents')} incidents expected, {sum(dims.values())} reference objects")
     if folder == "lambda_2":
-        return (f"{'complete' if result.get('complete') else 'partial'}: {counts.get('incidents_written', 0):,} "
-                f"incidents, {counts.get('log_entries_api', 0):,} log entries, {counts.get('notes', 0)} notes, "
+        how = ("partial (deadline near)" if result.get("partial") else "complete") if result.get("complete") \
+            else "continues"
+        return (f"{how}: {counts.get('chunks_loaded', 0)} chunks, {counts.get('incidents_written', 0):,} incidents, "
+                f"{counts.get('log_entries_api_total', 0):,} log entries, {counts.get('notes', 0)} notes, "
                 f"{counts.get('alerts', 0)} alerts, {counts.get('api_requests', 0)} API requests")
     if folder == "lambda_3":
         checks = result.get("checks") or {}
-        return f"{sum(checks.values())}/{len(checks)} checks passed, watermark {result.get('watermark')}"
+        cover = result.get("coverage") or {}
+        return (f"{sum(checks.values())}/{len(checks)} checks passed, watermark {result.get('watermark')}, "
+                f"{len(cover.get('gaps') or [])} coverage gaps")
     return (f"{result.get('failed_step')} failed: {result.get('error')}: {result.get('message')} "
             f"(recorded: {result.get('recorded')})")[:200]
 
@@ -221,14 +225,16 @@ def report(console: Console, workflow: LocalWorkflow, run: WorkflowRun, db: Data
         runs = conn.run("SELECT run_id FROM pagerduty.pipeline_runs WHERE execution_id = :e",
                         e=run.execution_arn) if "pipeline_runs" in tables else []
         if runs and "validation_results" in tables:
-            checks = conn.run("SELECT check_name, blocking, passed, details::text FROM pagerduty.validation_results "
-                              "WHERE run_id = :r ORDER BY blocking DESC, check_name", r=runs[0][0])
+            checks = conn.run("SELECT check_name, severity, passed, failures, details "
+                              "FROM pagerduty.validation_results WHERE run_id = :r ORDER BY blocking DESC, check_name",
+                              r=runs[0][0])
             console.section(f"Validation results (run {runs[0][0]})")
             if checks:
-                table(console, [[name, "blocking" if blocking else "informational",
-                                 "passed" if passed else "FAILED", (details or "")[:70]]
-                                for name, blocking, passed, details in checks],
-                      ["check", "kind", "result", "details"])
+                table(console, [[name, severity or "error", "passed" if passed else
+                                 ("FAILED" if severity != "warn" else "warned"), str(failures or 0),
+                                 json.dumps({k: v for k, v in (details or {}).items() if k != "compares"})[:60]]
+                                for name, severity, passed, failures, details in checks],
+                      ["check", "severity", "result", "failures", "details"])
             else:
                 console.line("  (no checks ran)")
     finally:

@@ -1,0 +1,32 @@
+"""What the benchmarks share: the import path and a fake AWS environment (set on import, before boto3 and the
+pipeline are imported), and the local PagerDuty server in its own process (pre-serialized pages, no rate limit),
+so that it does not compete with the loader for the GIL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import datetime
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "layer", "python")]
+for _k, _v in {"AWS_DEFAULT_REGION": "eu-west-2", "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}.items():
+    os.environ.setdefault(_k, _v)
+os.environ.pop("AWS_ENDPOINT_URL", None)
+
+TOKEN = "bench-token"
+
+
+def start_server(n: int, *, start: datetime, days: float, seed: int = 42) -> tuple[subprocess.Popen, str]:
+    """`python -m tests.support.fake_pagerduty` serving a generated account; returns the process and its URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.fake_pagerduty", "--incidents", str(n), "--seed", str(seed),
+         "--start", start.isoformat(), "--days", str(days), "--token", TOKEN, "--rate-limit", str(10 ** 9),
+         "--warm"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    url = proc.stdout.readline().strip()
+    if not url.startswith("http"):
+        proc.kill()
+        raise RuntimeError("fake server did not start")
+    return proc, url
