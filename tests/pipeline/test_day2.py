@@ -3,6 +3,7 @@ outlast the Lambda. Each test names the defect it proves fixed (issue "runs ever
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -109,6 +110,27 @@ def test_a_second_run_is_refused_while_one_runs_and_changes_nothing(env, db, ser
     third = run_pipeline(env, WEEK, name="c")
     assert third["step3"]["success"] and run_rows(db)["c"][0] == "succeeded"
     assert_matches_account(db, server.account)
+
+
+def test_two_step_ones_at_the_same_moment_let_exactly_one_run(env, db, server):
+    """Two Lambdas of two executions claim at once, each on its own connection: the claim is serialised."""
+    barrier = threading.Barrier(4)
+    results: dict[str, dict] = {}
+
+    def start(name: str) -> None:
+        barrier.wait()
+        results[name] = steps.start_run(envelope(WEEK, name=name), env=env)
+
+    threads = [threading.Thread(target=start, args=(f"at-once-{k}",)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    won = [name for name, r in results.items() if r["success"]]
+    assert len(results) == 4 and len(won) == 1, results
+    assert all(r["error"] == "run_in_progress" and r["holder_execution"].endswith(won[0])
+               for name, r in results.items() if name not in won)
+    assert db.run("SELECT count(*) FROM pagerduty.pipeline_runs WHERE status = 'running'") == [[1]]
 
 
 @pytest.mark.parametrize("execution,expected", [("TIMED_OUT", "timed_out"), ("ABORTED", "aborted")])
@@ -253,3 +275,33 @@ def test_an_incident_with_more_alerts_than_the_api_pages_is_loaded_up_to_the_cap
         assert out["step3"] and out["step3"]["success"], out["step3"] or out["step2"][-1:]
         assert count(db, "alerts", "incident_id = :i", i=inc["id"]) == 10_000  # all the API serves
         assert out["step2"][-1]["counts"]["incidents_with_alerts_truncated"] == 1
+
+
+def test_an_execution_with_no_time_left_for_one_chunk_fails_clearly_instead_of_recording_nothing(env, db, server):
+    started = iso(datetime.now(UTC))
+    r1 = steps.start_run(envelope(WEEK, name="late", started=started, timeout_seconds=2_700), env=env)
+    # step 2 starts with a minute to the deadline: inside the reserve kept for step 3
+    r2 = steps.load_incidents(envelope(r1, name="late", started=started, timeout_seconds=2_700), env=env,
+                              clock=lambda: time.time() + 2_700 - 60)
+    assert r2["success"] and r2["complete"] and r2["partial"], r2
+    r3 = steps.validate_run(envelope(r2, name="late"), env=env)
+    assert r3["success"] is False and r3["error"] == "no_progress", r3
+    assert run_rows(db)["late"][:2] == ["failed", "no_progress"] and count(db, "coverage") == 0
+
+
+@pytest.mark.parametrize("started,timeout", [("yesterday", 2_700), ("2024-03-01T00:00:00", 2_700),
+                                             ("2024-03-01T00:00:00Z", 0), ("2024-03-01T00:00:00Z", "2700")])
+def test_a_malformed_execution_deadline_is_refused(env, db, server, started, timeout):
+    out = steps.start_run(envelope(WEEK, name="odd-envelope", started=started, timeout_seconds=timeout), env=env)
+    assert out["success"] is False and out["error"] == "invalid_envelope"
+    assert "execution_start_time" in out["message"]
+    assert db.run("SELECT to_regclass('pagerduty.pipeline_runs')") == [[None]] and server.requests == []
+
+
+def test_step1_without_time_left_fails_and_releases_the_run(env, db, server):
+    started = iso(datetime.now(UTC) - timedelta(seconds=2_700 - 60))  # a minute to the deadline: inside the reserve
+    out = steps.start_run(envelope(WEEK, name="too-late", started=started, timeout_seconds=2_700), env=env)
+    assert out["success"] is False and out["error"] == "out_of_time", out
+    assert server.requests == [] and count(db, "incidents") == 0
+    assert run_rows(db)["too-late"][:2] == ["failed", "out_of_time"]
+    assert run_pipeline(env, WEEK, name="after")["step3"]["success"]  # nothing left holding the run

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from pagerduty_pipeline import steps
 from tests.pipeline.conftest import START, count, envelope, make_env, make_server, run_pipeline
+from tests.pipeline.test_load import grouped
 from tests.support.fake_pagerduty import generate_account, iso
 
 DAYS = 20           # daily windows [D0, D1), [D1, D2), ... [D19, D20)
@@ -26,13 +27,6 @@ def day(k: int) -> datetime:
 
 def D(k: int) -> str:  # noqa: N802 - D0, D1, ... as in the description
     return iso(day(k))
-
-
-def grouped(pairs) -> dict[str, set]:
-    out: dict[str, set] = {}
-    for key, value in pairs:
-        out.setdefault(key, set()).add(value)
-    return out
 
 
 def merged(intervals) -> list[list[str]]:

@@ -93,3 +93,26 @@ def test_an_execution_stopped_by_its_timeout_is_reconciled_and_the_next_run_load
                                          "status": "timed_out"}]
     assert rows[nxt.execution_arn]["status"] == "succeeded"
     assert_whole(db, account)
+
+
+def test_a_window_longer_than_the_execution_can_load_ends_partial_not_timed_out(synthesized, pg, db, pagerduty,
+                                                                                account):
+    """A slow PagerDuty (1 s a log entry page) and a state machine timeout cut to 10 s with 4 s kept for step 3:
+    the week cannot load in one execution. Step 2 sees the deadline coming, the execution SUCCEEDS with the run
+    `partial` and coverage up to what committed, and the next execution loads the rest."""
+    pagerduty.inject_delay(1.0, count=None, path="/log_entries")
+    with local(synthesized, pg, pagerduty, execution_timeout=10,
+               extra_env={"PIPELINE_EXECUTION_RESERVE_SECONDS": "4"}) as workflow:
+        first = workflow.execute(BODY, "first", timeout=60)
+        assert first.status == "SUCCEEDED", (first.status, first.error, first.cause)
+        assert first.output["partial"] is True
+        covered = first.output["coverage"]["intervals"]
+        assert len(covered) == 1 and covered[0][0] == "2024-03-01T00:00:00Z" and covered[0][1] < "2024-03-08T00:00:00Z"
+        (row,) = pipeline_runs(db)
+        assert row["status"] == "partial"
+        pagerduty.clear_faults()
+        rest = workflow.execute('{"until": "2024-03-08T00:00:00Z"}', "rest", timeout=60)
+    assert rest.status == "SUCCEEDED", (rest.error, rest.cause)
+    assert rest.output["partial"] is False
+    assert rest.output["coverage"]["intervals"] == [["2024-03-01T00:00:00Z", "2024-03-08T00:00:00Z"]]
+    assert_whole(db, account)
