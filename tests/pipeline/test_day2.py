@@ -10,6 +10,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from pagerduty_pipeline import steps
+from pagerduty_pipeline.migrations import migrate
+from pagerduty_pipeline.step_load import ChunkLoader, new_cursor
 from tests.pipeline.conftest import (START, FakeContext, count, envelope, make_env, make_server, run_pipeline,
                                      table_dump)
 from tests.pipeline.test_load import WEEK, assert_matches_account, grouped
@@ -305,3 +307,19 @@ def test_step1_without_time_left_fails_and_releases_the_run(env, db, server):
     assert server.requests == [] and count(db, "incidents") == 0
     assert run_rows(db)["too-late"][:2] == ["failed", "out_of_time"]
     assert run_pipeline(env, WEEK, name="after")["step3"]["success"]  # nothing left holding the run
+
+
+
+def test_an_incident_without_an_id_is_skipped_not_a_crash_of_its_batch(db):
+    """Such a record cannot be stored; the rest of its page is, and the API's count (step 3) shows it missing."""
+    migrate(db)
+    acc = generate_account(3, 8, START)
+    good, broken = [dict(i) for i in list(acc.incidents.values())[:2]]
+    del broken["id"]
+    for inc in (good, broken):  # as include[]=first_trigger_log_entries serves it
+        inc["first_trigger_log_entry"] = acc.log_entries[inc["first_trigger_log_entry"]["id"]]
+    loader = ChunkLoader(db, None, {"filters": {}}, new_cursor((day(0), day(1))), counts := {}, None,
+                         chunk_length=timedelta(days=1))
+    loader.incident_page([good, broken])
+    assert db.run("SELECT id FROM pagerduty.incidents") == [[good["id"]]]
+    assert counts["incidents_fetched"] == 1 and count(db, "log_entries") == 1  # its trigger entry too

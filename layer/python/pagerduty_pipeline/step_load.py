@@ -137,12 +137,12 @@ class ChunkLoader:
 
     # -- writers, run on the paging engine's writer thread ---------------------------------------
     def incident_page(self, items: list[dict]) -> None:
+        items = [inc for inc in items if ref_id(inc)]  # a record without an id cannot be stored (step 3 counts it)
         entries = []
         for inc in items:
             fte = inc.get("first_trigger_log_entry")
             if isinstance(fte, dict) and fte.get("created_at") and fte.get("id"):
                 entries.append((fte, inc["id"]))
-        items = [inc for inc in items if ref_id(inc)]
         res = self.loader.write_batch(items, entries)
         self.add("incidents_fetched", len(items))
         self.add("incidents_written", res["incidents_written"])
