@@ -13,6 +13,7 @@ from pagerduty_pipeline import steps
 from pagerduty_pipeline.checks import CHECKS
 from tests.pipeline.conftest import (START, count, envelope, make_env, make_server, run_pipeline, table_dump)
 from tests.support.fake_pagerduty import generate_account, iso
+from tests.support.pipeline import kept_alerts
 
 UTC = timezone.utc
 WEEK = {"since": "2024-03-01T00:00:00Z", "until": "2024-03-09T00:00:00Z"}  # data spans 7 days
@@ -33,8 +34,9 @@ def pages_per_day(created: Iterable[str]) -> int:
                for d in range(8))
 
 
-def assert_matches_account(db, acc, incident_ids=None):
-    """Every incident of the account (or the given ids) is stored with its children, exactly."""
+def assert_matches_account(db, acc, incident_ids=None, policy: str = "resolved"):
+    """Every incident of the account (or the given ids) is stored with its children, exactly (alerts as the
+    ``policy`` keeps them)."""
     ids = list(incident_ids if incident_ids is not None else acc.incidents)
     rows = {r[0]: r for r in db.run(
         "SELECT id, incident_number, status, urgency, service_id, priority_id, resolved_at, title "
@@ -56,13 +58,14 @@ def assert_matches_account(db, acc, incident_ids=None):
     alerts = grouped((inc_id, (aid, status)) for inc_id, aid, status in
                      db.run("SELECT incident_id, id, status FROM pagerduty.alerts"))
     acc_logs = grouped((e["incident"]["id"], e["id"]) for e in acc.log_entries.values())
+    acc_alerts = kept_alerts(acc, policy)
     for inc_id in ids:
         inc = acc.incidents[inc_id]
         assert assign.get(inc_id, set()) == {a["assignee"]["id"] for a in inc["assignments"]}, inc_id
         assert teams.get(inc_id, set()) == {t["id"] for t in inc["teams"]}, inc_id
         assert logs.get(inc_id, set()) == acc_logs.get(inc_id, set()), inc_id
         assert notes.get(inc_id, set()) == {n["id"] for n in acc.notes.get(inc_id, [])}, inc_id
-        assert alerts.get(inc_id, set()) == {(a["id"], a["status"]) for a in acc.alerts.get(inc_id, [])}, inc_id
+        assert alerts.get(inc_id, set()) == acc_alerts.get(inc_id, set()), inc_id
 
 
 def test_multi_page_window_loads_everything(pg, secrets_arns, db):
@@ -83,12 +86,14 @@ def test_multi_page_window_loads_everything(pg, secrets_arns, db):
         assert all(r.accept == "application/vnd.pagerduty+json;version=2" for r in server.requests)
         assert all(r.query.get("time_zone") == ["UTC"] for r in server.requests if r.path in ("/incidents",
                                                                                                  "/log_entries"))
-        # include[] brought assignees/services/teams/priorities: no per-incident GET /incidents/{id}
+        # references come from step 1's listings: no per-incident GET /incidents/{id}, and /incidents pages
+        # expand only the first trigger log entry
         assert not [r for r in server.requests if r.path.startswith("/incidents/") and r.path.count("/") == 2]
-        # notes and alerts only for incidents that have them
-        detail_calls = [r for r in server.requests if r.path.startswith("/incidents/")]
-        expected = sum(1 for i in acc.incidents if acc.notes.get(i)) + sum(1 for i in acc.incidents if acc.alerts.get(i))
-        assert len(detail_calls) == expected
+        assert {tuple(r.query.get("include[]", [])) for r in pages} == {("first_trigger_log_entries",)}
+        # notes only for incidents that have them, alerts once for resolved incidents that have them
+        assert sorted(r.path for r in server.requests if r.path.startswith("/incidents/")) == sorted(
+            [f"/incidents/{i}/notes" for i in acc.incidents if acc.notes.get(i)]
+            + [f"/incidents/{i}/alerts" for i in kept_alerts(acc)])
         runs = db.run("SELECT status, step, window_since, window_until FROM pagerduty.pipeline_runs")
         assert runs[0][0] == "succeeded" and runs[0][1] == "lambda_3"
         results = db.run("SELECT check_name, passed, blocking FROM pagerduty.validation_results")

@@ -14,6 +14,7 @@ from pagerduty_pipeline import steps
 from tests.pipeline.conftest import START, count, envelope, make_env, make_server, run_pipeline
 from tests.pipeline.test_load import grouped
 from tests.support.fake_pagerduty import generate_account, iso
+from tests.support.pipeline import kept_alerts
 
 DAYS = 20           # daily windows [D0, D1), [D1, D2), ... [D19, D20)
 FAIL_DAY = 8        # the run for [D7, D8) fails on a fault storm, is re-run explicitly after day 9's run
@@ -58,12 +59,14 @@ def why(name: str, out: dict) -> str:
             str({k: res.get(k) for k in ("success", "error", "message", "failed_checks") if k in res}))
 
 
-def database_vs_api(db, acc) -> list[str]:
-    """Every difference between the database and the account, as readable lines (empty: equal)."""
+def database_vs_api(db, acc, policy: str = "resolved") -> list[str]:
+    """Every difference between the database and the account (alerts as the alert ``policy`` keeps them), as
+    readable lines (empty: equal)."""
     problems: list[str] = []
     # no duplicate ids, and as many rows as the API has objects
     n_notes = sum(len(v) for v in acc.notes.values())
-    n_alerts = sum(len(v) for v in acc.alerts.values())
+    acc_alerts = kept_alerts(acc, policy)
+    n_alerts = sum(len(v) for v in acc_alerts.values())
     for table, expected in (("incidents", len(acc.incidents)), ("log_entries", len(acc.log_entries)),
                             ("notes", n_notes), ("alerts", n_alerts)):
         rows, distinct = db.run(f"SELECT count(*), count(DISTINCT id) FROM pagerduty.{table}")[0]
@@ -93,8 +96,7 @@ def database_vs_api(db, acc) -> list[str]:
             "title": title == inc["title"],
             "log entry ids": logs.get(inc_id, set()) == acc_logs.get(inc_id, set()),
             "note ids": notes.get(inc_id, set()) == {n["id"] for n in acc.notes.get(inc_id, [])},
-            "alert ids and statuses": alerts.get(inc_id, set()) == {(a["id"], a["status"])
-                                                                   for a in acc.alerts.get(inc_id, [])},
+            "alert ids and statuses": alerts.get(inc_id, set()) == acc_alerts.get(inc_id, set()),
             "assignees": assign.get(inc_id, set()) == {a["assignee"]["id"] for a in inc["assignments"]},
         }
         for what, equal in checks.items():

@@ -30,3 +30,12 @@ def envelope(inp: Any, name: str = "exec-1", state: str = "Step", state_machine:
     if started is not None:
         out.update(execution_start_time=started, execution_timeout_seconds=timeout_seconds)
     return out
+
+
+def kept_alerts(account: Any, policy: str = "resolved") -> dict[str, set[tuple[str, str]]]:
+    """Incident id -> the (id, status) of the alerts the pipeline stores for it under an alert policy
+    (PIPELINE_ALERTS): ``all`` every alert, ``resolved`` those of resolved incidents, ``off`` none."""
+    if policy == "off":
+        return {}
+    return {inc_id: {(a["id"], a["status"]) for a in alerts} for inc_id, alerts in account.alerts.items()
+            if alerts and (policy == "all" or account.incidents[inc_id]["status"] == "resolved")}

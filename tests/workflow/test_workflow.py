@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from tests.support.pipeline import kept_alerts
 from tests.workflow.conftest import (
     BODY, HAPPY_PATH, STEP_STATES, failed_path, pipeline_runs, row_counts,
 )
@@ -13,7 +14,7 @@ from tests.workflow.conftest import (
 
 def expected_rows(account) -> dict[str, int]:
     return {"incidents": len(account.incidents), "log_entries": len(account.log_entries),
-            "notes": sum(map(len, account.notes.values())), "alerts": sum(map(len, account.alerts.values())),
+            "notes": sum(map(len, account.notes.values())), "alerts": sum(map(len, kept_alerts(account).values())),
             "services": len(account.services), "teams": len(account.teams),
             "escalation_policies": len(account.escalation_policies), "priorities": len(account.priorities)}
 

@@ -19,6 +19,7 @@ import logging
 import random
 import socket
 import ssl
+import threading
 import time
 from typing import Callable, Iterable
 from urllib.parse import urlencode, urlsplit
@@ -37,8 +38,10 @@ MIN_REQUEST_SECONDS = 0.5  # a request is not started with less time than this l
 
 
 class TokenBucket:
-    """Client-side rate limiter: ``rate_per_minute`` sustained, ``burst`` requests at once.
-    Also honours a server-announced pause (ratelimit-remaining exhausted → wait ratelimit-reset)."""
+    """Client-side rate limiter shared by every worker thread of a client: ``rate_per_minute`` sustained,
+    ``burst`` requests at once. Each caller reserves the next token under a lock and then waits for its time
+    outside it, so N threads are paced exactly like one. A server-announced pause (``block_for``: a 429, or
+    ratelimit-remaining exhausted) holds back every caller until it ends."""
 
     def __init__(self, rate_per_minute: float, burst: int = 10, *, clock=time.monotonic, sleep=time.sleep):
         self.rate = rate_per_minute / 60.0
@@ -47,41 +50,51 @@ class TokenBucket:
         self.clock, self.sleep = clock, sleep
         self.updated = clock()
         self.blocked_until = 0.0
+        self._lock = threading.Lock()
 
-    def acquire(self) -> None:
-        now = self.clock()
-        if self.blocked_until > now:
-            self._wait(self.blocked_until - now)
-            now = self.clock()
+    def _refill(self, now: float) -> None:
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-        if self.tokens < 1.0:
-            self._wait((1.0 - self.tokens) / self.rate)
+
+    def acquire(self) -> None:
+        with self._lock:
             now = self.clock()
-            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-            self.updated = now
-        self.tokens = max(0.0, self.tokens - 1.0)
+            self._refill(now)
+            self.tokens -= 1.0  # may go below zero: a reservation that later callers queue behind
+            ready = now + max(0.0, -self.tokens) / self.rate
+        waited_for = None
+        while True:  # a pause announced while this caller waits extends its wait
+            target = max(ready, self.blocked_until)
+            wait = target - self.clock()
+            if wait <= 0 or target == waited_for:
+                return
+            self.sleep(wait)
+            waited_for = target
 
     def wait_seconds(self) -> float:
         """How long the next acquire() would wait (server pause or empty bucket)."""
-        now = self.clock()
-        tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-        return max(self.blocked_until - now, 0.0) + max(0.0, (1.0 - tokens) / self.rate)
+        with self._lock:
+            now = self.clock()
+            tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+            return max(self.blocked_until - now, 0.0, (1.0 - tokens) / self.rate)
 
     def block_for(self, seconds: float) -> None:
-        self.blocked_until = max(self.blocked_until, self.clock() + seconds)
-
-    def _wait(self, seconds: float) -> None:
-        self.sleep(seconds)
+        with self._lock:
+            self.blocked_until = max(self.blocked_until, self.clock() + seconds)
 
 
 class PagerDutyClient:
+    """GET requests with retries, one shared token bucket and at most ``max_in_flight`` requests on the wire at
+    once (each on its own keep-alive connection from a small pool). Thread-safe: the paging engine calls it from
+    several worker threads."""
+
     def __init__(
         self,
         token: str,
         base_url: str = "https://api.pagerduty.com",
         *,
         rate_per_minute: float = 900,
+        max_in_flight: int = 8,
         max_retries: int = 5,
         backoff_base: float = 1.0,
         backoff_cap: float = 60.0,
@@ -97,6 +110,8 @@ class PagerDutyClient:
         parts = urlsplit(base_url.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"invalid PagerDuty base URL {base_url!r}")
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
         self.base_url = base_url.rstrip("/")
         self._scheme, self._host = parts.scheme, parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -105,40 +120,62 @@ class PagerDutyClient:
         self.timeout = timeout
         self.sleep, self.rng = sleep, rng
         self.bucket = TokenBucket(rate_per_minute, clock=clock, sleep=sleep)
+        self.max_in_flight = max_in_flight
+        self._slots = threading.BoundedSemaphore(max_in_flight)
         self._ssl = ssl_context
         self.budget = budget
         self._headers = {"Authorization": f"Token token={token}", "Accept": ACCEPT,
                          "User-Agent": "pagerduty-pipeline/1.0", "Connection": "keep-alive"}
-        self._conn: http.client.HTTPConnection | None = None
-        self._request_timeout = timeout
+        self._idle: list[http.client.HTTPConnection] = []  # keep-alive connections not in use
+        self._lock = threading.Lock()
         self.request_count = 0  # HTTP attempts, retries included
         self.retry_count = 0
+        self.rate_limited_count = 0  # 429 answers
+        self.in_flight = 0
+        self.peak_in_flight = 0
 
     def __repr__(self) -> str:  # never show the token
         return f"PagerDutyClient(base_url={self.base_url!r})"
 
     # -- transport ---------------------------------------------------------------------------
-    def _connection(self) -> http.client.HTTPConnection:
-        if self._conn is None:
-            timeout = self._request_timeout
+    def _checkout(self, timeout: float) -> http.client.HTTPConnection:
+        """An idle keep-alive connection, or a new one; its socket timeout set to ``timeout``."""
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
             if self._scheme == "https":
                 ctx = self._ssl or ssl.create_default_context()
-                self._conn = http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=ctx)
+                conn = http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=ctx)
             else:
-                self._conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
-            self._conn.connect()
+                conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+            conn.connect()
             try:
-                self._conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except (OSError, AttributeError):
                 pass
-        return self._conn
+        elif conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        return conn
+
+    def _checkin(self, conn: http.client.HTTPConnection, reusable: bool) -> None:
+        if reusable:
+            with self._lock:
+                self._idle.append(conn)
+        else:
+            conn.close()
 
     def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            finally:
-                self._conn = None
+        """Close the idle connections (call when no request is running)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    def _count(self, **increments: int) -> None:
+        with self._lock:
+            for name, n in increments.items():
+                setattr(self, name, getattr(self, name) + n)
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
 
     def _backoff(self, attempt: int) -> float:
         base = min(self.backoff_cap, self.backoff_base * (2 ** attempt))
@@ -151,49 +188,56 @@ class PagerDutyClient:
         last: PagerDutyError | None = None
         for attempt in range(self.max_retries + 1):
             if attempt:
-                self.retry_count += 1
-            self._within_budget(self.bucket.wait_seconds(), path, last)
-            self.bucket.acquire()
-            self.request_count += 1
-            data, last, delay = self._attempt(path, target, attempt)
+                self._count(retry_count=1)
+            with self._slots:  # at most max_in_flight requests waiting for a token or on the wire
+                timeout = self._within_budget(self.bucket.wait_seconds(), path, last)
+                self.bucket.acquire()
+                self._count(request_count=1, in_flight=1)
+                try:
+                    data, last, delay = self._attempt(path, target, attempt, timeout)
+                finally:
+                    self._count(in_flight=-1)
             if data is not None:
                 return data
             log.warning("GET %s: %s; retry %d in %.1fs", path, last.message, attempt + 1, delay)
             if attempt < self.max_retries:
-                self._within_budget(delay, path, last)
-                self.sleep(delay)
+                if last.status == 429:  # the key's limit: every worker pauses, not just this one
+                    self.bucket.block_for(delay)
+                else:
+                    self._within_budget(delay, path, last)
+                    self.sleep(delay)
         assert last is not None
         last.message = f"{last.message} — gave up after {self.max_retries + 1} attempts"
         last.args = (last.message,)
         raise last
 
-    def _within_budget(self, wait: float, path: str, last: PagerDutyError | None) -> None:
+    def _within_budget(self, wait: float, path: str, last: PagerDutyError | None) -> float:
         """Raise OutOfTime when waiting ``wait`` seconds and then a request would overrun the budget; else
-        bound the socket timeout by what is left after the wait."""
+        return the socket timeout for the request (bounded by what is left after the wait)."""
         if self.budget is None:
-            return
+            return self.timeout
         left = self.budget() - wait
         if left < MIN_REQUEST_SECONDS:
             why = f" after {last.message}" if last is not None else ""
             raise OutOfTime(f"no time left for GET {path}{why}: {wait:.1f} s wait, {self.budget():.1f} s budget")
-        if self._conn is not None and self._conn.sock is not None:
-            self._conn.sock.settimeout(min(self.timeout, left))
-        self._request_timeout = min(self.timeout, left)
+        return min(self.timeout, left)
 
-    def _attempt(self, path: str, target: str, attempt: int) -> tuple[dict | None, PagerDutyError | None, float]:
+    def _attempt(self, path: str, target: str, attempt: int,
+                 timeout: float) -> tuple[dict | None, PagerDutyError | None, float]:
         """One request: (data, None, 0) on success, (None, error, delay before the next try) when the
         failure is worth retrying; a failure that is not is raised at once."""
+        conn = None
         try:
-            conn = self._connection()
+            conn = self._checkout(timeout)
             conn.request("GET", target, headers=self._headers)
             resp = conn.getresponse()
             body = resp.read()
             status = resp.status
             resp_headers = {k.lower(): v for k, v in resp.getheaders()}
-            if resp_headers.get("connection", "").lower() == "close":
-                self.close()
+            self._checkin(conn, resp_headers.get("connection", "").lower() != "close")
         except (OSError, http.client.HTTPException) as exc:
-            self.close()
+            if conn is not None:
+                conn.close()
             return None, PagerDutyError(f"PagerDuty not reachable on GET {path}: {type(exc).__name__}: {exc}",
                                         "pagerduty_unavailable"), self._backoff(attempt)
         self._note_rate_headers(resp_headers)
@@ -219,6 +263,8 @@ class PagerDutyClient:
         delay = self._backoff(attempt)
         reset = _number(resp_headers.get("ratelimit-reset")) if status == 429 else None
         retry_after = _number(resp_headers.get("retry-after"))
+        if status == 429:
+            self._count(rate_limited_count=1)
         if reset is not None:
             delay = reset + self.rng()
         elif retry_after is not None:
@@ -226,9 +272,11 @@ class PagerDutyClient:
         return None, PagerDutyError(text, code, status=status, pd_code=pd_code), delay
 
     def _note_rate_headers(self, headers: dict) -> None:
+        """Pause every worker until the window resets when the key has no more requests left than could
+        already be in flight (other users of the key spend it too)."""
         remaining = _number(headers.get("ratelimit-remaining"))
         reset = _number(headers.get("ratelimit-reset"))
-        if remaining is not None and remaining <= 1 and reset is not None:
+        if remaining is not None and reset is not None and remaining <= max(1, self.max_in_flight):
             self.bucket.block_for(reset)
 
     # -- paging helpers ----------------------------------------------------------------------

@@ -10,6 +10,7 @@ from .errors import ConfigError
 
 DEFAULT_API_URL = "https://api.pagerduty.com"
 SSL_MODES = ("disable", "require", "verify-full")
+ALERT_POLICIES = ("all", "resolved", "off")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class Config:
     time_margin_ms: int
     execution_reserve_seconds: int = 300
     chunk_hours: int = 24
+    max_in_flight: int = 8
+    alerts: str = "resolved"
 
 
 def _required(env, name: str) -> str:
@@ -80,16 +83,22 @@ def load_config(env=None, *, need_pagerduty: bool = True) -> Config:
                           variable="PIPELINE_TIME_MARGIN_MS") from None
     reserve = _whole_number(env, "PIPELINE_EXECUTION_RESERVE_SECONDS", 300, minimum=0)
     chunk = _whole_number(env, "PIPELINE_CHUNK_HOURS", 24, minimum=1)
+    in_flight = _whole_number(env, "PAGERDUTY_MAX_IN_FLIGHT", 8, minimum=1, maximum=32)
+    alerts = (env.get("PIPELINE_ALERTS") or "resolved").strip().lower()
+    if alerts not in ALERT_POLICIES:
+        raise ConfigError(f"PIPELINE_ALERTS must be one of {', '.join(ALERT_POLICIES)}, got {alerts!r}",
+                          variable="PIPELINE_ALERTS")
     return Config(db_host, db_port, db_name, db_secret_arn, db_ssl, root_cert, token_arn, api_url, rpm, margin,
-                  reserve, chunk)
+                  reserve, chunk, in_flight, alerts)
 
 
-def _whole_number(env, name: str, default: int, *, minimum: int) -> int:
+def _whole_number(env, name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
     raw = (env.get(name) or "").strip() or str(default)
     try:
         value = int(raw)
-        if value < minimum:
+        if value < minimum or (maximum is not None and value > maximum):
             raise ValueError
     except ValueError:
-        raise ConfigError(f"{name} must be a whole number >= {minimum}, got {raw!r}", variable=name) from None
+        bounds = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise ConfigError(f"{name} must be a whole number {bounds}, got {raw!r}", variable=name) from None
     return value

@@ -1,10 +1,11 @@
 """The paging engine: walk a time window of a classic-paginated list, splitting it below the offset cap, with
-the next page fetched while the previous batch is written, and a position that moves only past committed work.
+several pages in flight while earlier ones are written, and a position that moves only past committed work.
 
-Three stages overlap: a helper thread fetches and decodes the next page (one request in flight, as PagerDuty
-advises), the caller's thread collects pages into batches of ``WRITE_BATCH_ITEMS`` items, and a writer thread
-writes each batch in one transaction on the step's only connection (at most one batch waiting). After a failed
-batch nothing later commits.
+Three stages overlap: worker threads fetch and decode pages (up to the client's in-flight bound, all paced by
+its one token bucket), the caller's thread takes the pages back in offset order and collects them into batches
+of ``WRITE_BATCH_ITEMS`` items, and a writer thread writes each batch in one transaction on the step's only
+connection (at most one batch waiting). After a failed batch nothing later commits; after a failed request the
+other requests are dropped and nothing past the last committed page is recorded.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Callable
@@ -39,20 +41,60 @@ def split_window(window: list[str], parts: int) -> list[list[str]]:
             for k in range(parts) if edges[k] < edges[k + 1]]
 
 
-def _drain(future: Future | None) -> None:
-    """Wait for an unneeded prefetch (the client must be idle before anything else uses it)."""
-    if future is None:
-        return
-    try:
-        future.result()
-    except Exception:  # noqa: BLE001 - its page is not needed
-        pass
+class InOrder:
+    """API calls running on up to ``width`` threads (the client's in-flight bound), taken back in the order they
+    were submitted, so that whatever is written after them is written in that order too. ``cancel`` drops the
+    calls not started and waits for the running ones: after it nothing of theirs is used and no thread is left
+    sending requests."""
+
+    def __init__(self, width: int, name: str) -> None:
+        self.width = max(1, width)
+        self._pool = ThreadPoolExecutor(max_workers=self.width, thread_name_prefix=name)
+        self._queue: deque[tuple[object, Future]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def full(self) -> bool:
+        return len(self._queue) >= self.width
+
+    def submit(self, key, fn: Callable, *args) -> None:
+        self._queue.append((key, self._pool.submit(fn, *args)))
+
+    def next_key(self):
+        return self._queue[0][0] if self._queue else None
+
+    def last_key(self):
+        return self._queue[-1][0] if self._queue else None
+
+    def take(self):
+        """The oldest call's (key, result); its exception, if it failed."""
+        key, future = self._queue.popleft()
+        return key, future.result()
+
+    def cancel(self) -> None:
+        queued, self._queue = self._queue, deque()
+        for _, future in queued:
+            future.cancel()
+        for _, future in queued:
+            if not future.cancelled():
+                try:
+                    future.result()
+                except BaseException:  # noqa: BLE001 - its result is not needed
+                    pass
+
+    def close(self) -> None:
+        self.cancel()
+        self._pool.shutdown(wait=True)
 
 
 class WindowWalk:
     """One list (``path``, response ``key``) over the windows of ``position`` (``{"windows": [[since, until],
     …], "offset": n, "api_total": t}``), which it updates only after a batch commits: a resumed walk starts
-    exactly after committed work. ``api_total`` adds up the API's ``total`` of each (sub-)window walked."""
+    exactly after committed work. ``api_total`` adds up the API's ``total`` of each (sub-)window walked.
+
+    Once a window's total is known (its first page asks for it), the rest of its pages are requested
+    concurrently, up to the client's in-flight bound, and taken back in offset order."""
 
     def __init__(self, client: PagerDutyClient, path: str, key: str, base_params: list, *,
                  write: Callable[[list[dict]], None], position: dict, out_of_time: Callable[[], bool]) -> None:
@@ -60,9 +102,9 @@ class WindowWalk:
         self.write, self.position, self.out_of_time = write, position, out_of_time
         self.splits = 0
 
-    def _fetch(self, window: list[str], offset: int) -> tuple[list, bool, int | None]:
+    def _fetch(self, window: list[str], offset: int, want_total: bool) -> tuple[list, bool, int | None]:
         params = [("since", window[0]), ("until", window[1]), ("time_zone", "UTC")] + self.base_params
-        return self.client.page(self.path, self.key, params, offset, MAX_LIMIT, total=offset == 0)
+        return self.client.page(self.path, self.key, params, offset, MAX_LIMIT, total=want_total)
 
     def run(self) -> bool:
         """Walk to the end (True) or stop for time with the position after the last commit (False)."""
@@ -92,9 +134,10 @@ class WindowWalk:
             writing.append(writer.submit(commit, collected, (list(windows), offset), totals))
             collected, totals = [], 0
 
-        fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        fetches = InOrder(self.client.max_in_flight, "fetch")
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
-        ahead: tuple[tuple[str, str, int], Future] | None = None
+        window_total: int | None = None  # the current window's total, once known
+        planned = 0  # the offset of the next page of the current window not yet requested
         stopped = False
         try:
             while windows:
@@ -104,22 +147,31 @@ class WindowWalk:
                 if writing and writing[0].done():
                     writing.pop(0).result()  # surface a failed write now
                 window = windows[0]
+                if fetches.next_key() != (window[0], window[1], offset):
+                    fetches.cancel()  # the walk went elsewhere (split, short page): re-plan from here
+                    fetches.submit((window[0], window[1], offset), self._fetch, window, offset, window_total is None)
+                    planned = offset + MAX_LIMIT
+                while window_total is not None and not fetches.full() and planned < window_total \
+                        and planned + MAX_LIMIT <= OFFSET_CAP and not self.out_of_time():
+                    fetches.submit((window[0], window[1], planned), self._fetch, window, planned, False)
+                    planned += MAX_LIMIT
+                if window_total is not None and planned >= window_total and len(windows) > 1 \
+                        and not fetches.full() and not self.out_of_time():
+                    nxt = windows[1]  # the next window's first page (with its total) while this one ends
+                    if fetches.last_key() != (nxt[0], nxt[1], 0):
+                        fetches.submit((nxt[0], nxt[1], 0), self._fetch, nxt, 0, True)
                 try:
-                    if ahead is not None and ahead[0] == (window[0], window[1], offset):
-                        items, more, total = ahead[1].result()
-                    else:
-                        _drain(ahead[1] if ahead else None)
-                        items, more, total = self._fetch(window, offset)
+                    _, (items, more, total) = fetches.take()
                 except OutOfTime:
                     stopped = True
                     break
-                finally:
-                    ahead = None
+                if total is not None:
+                    window_total = total
                 if offset == 0 and total is not None and total > OFFSET_CAP:
                     pieces = split_window(window, math.ceil(total / SPLIT_TARGET))
                     log.info(json.dumps({"event": "window_split", "path": self.path, "window": window,
                                          "total": total, "pieces": len(pieces)}))
-                    windows = pieces + windows[1:]
+                    windows, window_total = pieces + windows[1:], None
                     self.splits += 1
                     continue
                 if offset == 0 and total is not None:
@@ -127,12 +179,9 @@ class WindowWalk:
                 if more and items:  # where the walk goes after this page
                     offset += len(items)
                     if offset + MAX_LIMIT > OFFSET_CAP:  # grew past the cap while paging: split the rest
-                        windows, offset = split_window(window, 2) + windows[1:], 0
+                        windows, offset, window_total = split_window(window, 2) + windows[1:], 0, None
                 else:
-                    windows, offset = windows[1:], 0
-                if windows and not self.out_of_time():
-                    nxt = windows[0]
-                    ahead = ((nxt[0], nxt[1], offset), fetcher.submit(self._fetch, nxt, offset))
+                    windows, offset, window_total, planned = windows[1:], 0, None, MAX_LIMIT
                 collected.extend(items)
                 if len(collected) >= WRITE_BATCH_ITEMS:
                     submit()
@@ -141,6 +190,5 @@ class WindowWalk:
                 writing.pop(0).result()
             return not stopped
         finally:
-            _drain(ahead[1] if ahead else None)
-            fetcher.shutdown(wait=True)
+            fetches.close()
             writer.shutdown(wait=True, cancel_futures=True)  # after a failure, later batches never run

@@ -99,7 +99,8 @@ def budget_for(cfg: Config, context, envelope: Envelope, clock: Callable[[], flo
 
 
 def make_client(cfg: Config, token: str, sleep=time.sleep, budget: Budget | None = None) -> PagerDutyClient:
-    return PagerDutyClient(token, cfg.pagerduty_api_url, rate_per_minute=cfg.rate_limit_per_minute, sleep=sleep,
+    return PagerDutyClient(token, cfg.pagerduty_api_url, rate_per_minute=cfg.rate_limit_per_minute,
+                           max_in_flight=cfg.max_in_flight, sleep=sleep,
                            budget=budget.left if budget is not None else None)
 
 

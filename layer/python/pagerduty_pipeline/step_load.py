@@ -21,7 +21,7 @@ from .coverage import chunks, iso
 from .db import DB_FAILURES, close_quietly
 from .errors import InputError, OutOfTime, PagerDutyError, PipelineError
 from .loaders import Loader, is_full, parse_ts
-from .paging import WindowWalk
+from .paging import InOrder, WindowWalk
 from .runtime import (Budget, budget_for, db_error, failed, log_event, make_client, open_db, parse_envelope,
                       remaining_ms)
 from .schema import DIMENSION_ENDPOINTS, DIMENSIONS, ref_id
@@ -29,13 +29,20 @@ from .step_start import filter_params
 
 DETAIL_BATCH = 25  # incidents whose notes and alerts are written per transaction
 STUB_BATCH = 100  # references looked up by id per transaction
-# Only what the loader keeps: the services, teams, assignees, priorities and policies it stores as rows, and the
-# first trigger log entry (present even when the window's log entries start later).
-INCIDENT_INCLUDES = ["assignees", "services", "teams", "priorities", "escalation_policies",
-                     "first_trigger_log_entries"]
+# Only what the loader keeps: the first trigger log entry (present even when the window's log entries start
+# later). Services, teams, users, priorities and policies come from step 1's listings; expanding them on every
+# incident made each page about N KB bigger to fill rows that already exist (a reference step 1 did not list
+# becomes a stub, filled by the next run's listing or, for a listing cut at the offset cap, looked up by id).
+INCIDENT_INCLUDES = ["first_trigger_log_entries"]
 CARRY_KEYS = ("run_id", "execution_name", "window", "filters", "scope", "expected_incidents",
               "truncated_dimensions")
 PHASES = ("incidents", "log_entries", "details")
+# When an incident's alerts are fetched (PIPELINE_ALERTS): when its alert_counts differ from the stored alerts;
+# under "resolved" only once it is resolved (its alerts can no longer change; an incident's alerts resolve with
+# it), so an open incident costs no request per alert change and a resolved one costs one.
+_COUNTS_DIFFER = ("(coalesce((i.raw->'alert_counts'->>'all')::int, 0) <> stored.alerts"
+                  " OR coalesce((i.raw->'alert_counts'->>'resolved')::int, 0) <> stored.resolved)")
+ALERTS_DUE = {"all": _COUNTS_DIFFER, "resolved": f"(i.status = 'resolved' AND {_COUNTS_DIFFER})", "off": "false"}
 
 
 def matches(inc: dict, filters: dict) -> bool:
@@ -71,11 +78,12 @@ class ChunkLoader:
     """The work of one step-2 invocation on the run's chunks; ``counts`` add up across invocations."""
 
     def __init__(self, conn, client, carry: dict, cursor: dict, counts: dict, budget: Budget, *,
-                 chunk_length: timedelta) -> None:
+                 chunk_length: timedelta, alerts: str = "resolved") -> None:
         self.conn, self.client, self.carry = conn, client, carry
         self.cursor, self.counts, self.budget = cursor, counts, budget
         self.chunk_length = chunk_length
         self.filters = carry.get("filters") or {}
+        self.alerts = alerts
         self.loader = Loader(conn)
 
     def add(self, key: str, n: int) -> None:
@@ -182,15 +190,15 @@ class ChunkLoader:
 
     # -- per-incident details ---------------------------------------------------------------------
     def details(self) -> bool:
-        """Notes for incidents with an annotate entry whose note is not fetched yet (by log entry id), alerts for
-        incidents whose ``alert_counts`` differ from the stored alerts; incidents created in the chunk or with
-        log entries in it."""
+        """Notes for incidents with an annotate entry whose note is not fetched yet (by log entry id); alerts as
+        the alert policy says (``ALERTS_DUE``); incidents created in the chunk or with log entries in it. Up to
+        the client's in-flight bound of incidents are fetched at once; they are written in id order, and the
+        cursor moves past an incident only once its details are committed."""
         c = self.cursor
         rows = self.conn.run(
             f"""SELECT i.id, ARRAY(SELECT l.id FROM pagerduty.log_entries l WHERE l.incident_id = i.id
                                      AND l.type = 'annotate_log_entry' AND l.note_fetched_at IS NULL) AS notes_due,
-                       coalesce((i.raw->'alert_counts'->>'all')::int, 0) <> stored.alerts
-                       OR coalesce((i.raw->'alert_counts'->>'resolved')::int, 0) <> stored.resolved AS alerts_due
+                       {ALERTS_DUE[self.alerts]} AS alerts_due
                   FROM pagerduty.incidents i
                  CROSS JOIN LATERAL (SELECT count(*) AS alerts, count(*) FILTER (WHERE a.status = 'resolved')
                                        AS resolved FROM pagerduty.alerts a WHERE a.incident_id = i.id) stored
@@ -198,7 +206,7 @@ class ChunkLoader:
                  ORDER BY i.id""",
             after=c.get("after_id") or "", since=c["chunk"][0], until=c["chunk"][1],
             **filter_sql(self.filters)[1])
-        rows = [r for r in rows if r[1] or r[2]]
+        todo = iter([r for r in rows if r[1] or r[2]])
         notes: dict[str, list] = {}
         alerts: dict[str, list] = {}
         noted: list[str] = []
@@ -213,33 +221,58 @@ class ChunkLoader:
             c["after_id"] = done_upto
             notes.clear(), alerts.clear(), noted.clear()
 
-        fetched = 0
-        for inc_id, notes_due, alerts_due in rows:
-            try:
-                if self.budget.out_of_time():
-                    raise OutOfTime("time is short")
-                if notes_due:
-                    notes[inc_id] = self.client.get(f"/incidents/{inc_id}/notes").get("notes") or []
-                if alerts_due:
-                    alerts[inc_id], cut = self.client.list_all(f"/incidents/{inc_id}/alerts", "alerts")
-                    if cut:  # the API serves 10,000 alerts of one incident at most
-                        self.add("incidents_with_alerts_truncated", 1)
-            except OutOfTime:
-                notes.pop(inc_id, None)  # this incident is fetched again next time
-                flush()
-                return False
-            except PagerDutyError as exc:
-                if exc.status != 404:
-                    raise
-                self.add("details_not_found", 1)
-            noted.extend(notes_due)
-            done_upto = inc_id
-            fetched += 1
-            self.add("incidents_with_details_fetched", 1)
-            if fetched % DETAIL_BATCH == 0:
-                flush()
+        fetches = InOrder(self.client.max_in_flight, "details")
+        fetched, exhausted, stopped = 0, False, False
+        try:
+            while True:
+                while not exhausted and not fetches.full() and not self.budget.out_of_time():
+                    row = next(todo, None)
+                    if row is None:
+                        exhausted = True
+                    else:
+                        fetches.submit(row, self._fetch_details, row[0], bool(row[1]), row[2])
+                if not len(fetches):
+                    break
+                try:
+                    (inc_id, notes_due, _), (inc_notes, inc_alerts, found, cut) = fetches.take()
+                except OutOfTime:
+                    stopped = True
+                    break
+                if not found:
+                    self.add("details_not_found", 1)
+                if cut:  # the API serves 10,000 alerts of one incident at most
+                    self.add("incidents_with_alerts_truncated", 1)
+                if inc_notes is not None:
+                    notes[inc_id] = inc_notes
+                if inc_alerts is not None:
+                    alerts[inc_id] = inc_alerts
+                noted.extend(notes_due)
+                done_upto = inc_id
+                fetched += 1
+                self.add("incidents_with_details_fetched", 1)
+                if fetched % DETAIL_BATCH == 0:
+                    flush()
+        finally:
+            fetches.close()
         flush()
-        return True
+        return exhausted and not stopped
+
+    def _fetch_details(self, inc_id: str, notes_due: bool,
+                       alerts_due: bool) -> tuple[list | None, list | None, bool, bool]:
+        """One incident's notes and alerts, as due: (notes or None, alerts or None, found, alerts truncated).
+        Runs on a worker thread: it only reads the API."""
+        inc_notes = inc_alerts = None
+        cut = False
+        try:
+            if notes_due:
+                inc_notes = self.client.get(f"/incidents/{inc_id}/notes").get("notes") or []
+            if alerts_due:
+                inc_alerts, cut = self.client.list_all(f"/incidents/{inc_id}/alerts", "alerts")
+        except PagerDutyError as exc:
+            if exc.status != 404:
+                raise
+            return None, None, False, False
+        return inc_notes, inc_alerts, True, cut
 
     def resolve_stubs(self) -> bool:
         """References to objects a dimension listing cut at the offset cap did not return: look each up by id
@@ -306,7 +339,8 @@ def load_incidents(event, context=None, *, env=None, sleep=time.sleep, clock=tim
         client = make_client(cfg, aws_secrets.get_pagerduty_token(cfg.pagerduty_token_secret_arn), sleep, budget)
         requests_before = int(counts.get("api_requests", 0))
         before = copy.deepcopy(cursor)
-        state = ChunkLoader(conn, client, carry, cursor, counts, budget, chunk_length=chunk_length)
+        state = ChunkLoader(conn, client, carry, cursor, counts, budget, chunk_length=chunk_length,
+                            alerts=cfg.alerts)
         done = state.run()
         partial = not done and budget.execution_bound()
         if not done and not partial and cursor == before:
@@ -319,6 +353,7 @@ def load_incidents(event, context=None, *, env=None, sleep=time.sleep, clock=tim
         counts["rows_written"] = int(counts.get("rows_written", 0)) + state.loader.rows_written
         counts["api_requests"] = requests_before + client.request_count
         counts["api_retries"] = int(counts.get("api_retries", 0)) + client.retry_count
+        counts["api_rate_limited"] = int(counts.get("api_rate_limited", 0)) + client.rate_limited_count
         runs.set_step(conn, run_id, "lambda_2", {"lambda_2": counts})
         finished = done or partial
         result = {**carry, "success": True, "complete": finished, "partial": partial,
