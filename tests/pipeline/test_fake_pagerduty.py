@@ -1,10 +1,14 @@
-"""Unit tests of the fake PagerDuty server's newer parts: GET by id of the dimensions, add_incident, evolve and
-fault storms. (No database: these run in milliseconds.)"""
+"""Unit tests of the fake PagerDuty server's newer parts: GET by id of the dimensions, add_incident, evolve,
+fault storms, latency, concurrency and the enforced rate limit.
+(No database: these run in milliseconds, or a fraction of a second where a latency is measured.)"""
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
+import threading
+import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
@@ -294,3 +298,152 @@ def test_counted_faults_still_run_out(pd):
     pd.inject(503, count=2, path="/teams")
     assert [get(pd, "/teams")[0] for _ in range(3)] == [503, 503, 200]
     assert get(pd, "/users")[0] == 200 and pd.pending_faults() == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# A.5 latency, concurrency, rate limit (issue 11)
+# ---------------------------------------------------------------------------------------------
+LATENCY = 0.05
+
+
+def timed_get(pd: FakePagerDuty, path: str, token: str = TOKEN) -> tuple[float, int, dict, dict]:
+    """(seconds, status, headers, body) of one request on a fresh http.client connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", pd.port, timeout=10)
+    try:
+        t0 = time.perf_counter()
+        conn.request("GET", path, headers={"Authorization": f"Token token={token}"})
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+        return time.perf_counter() - t0, resp.status, dict(resp.getheaders()), body
+    finally:
+        conn.close()
+
+
+def wait_idle(pd: FakePagerDuty) -> None:
+    """The server decrements in_flight just after writing a response: give it that moment."""
+    deadline = time.monotonic() + 5
+    while pd.in_flight and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert pd.in_flight == 0
+
+
+def test_latency_delays_every_answered_request():
+    with FakePagerDuty(generate_account(10, 4, START, START + timedelta(days=1)), token=TOKEN,
+                       latency=LATENCY) as pd:
+        took, status, _, _ = timed_get(pd, "/teams")
+        assert status == 200 and took >= LATENCY
+        took, status, _, body = timed_get(pd, "/teams", token="wrong")
+        assert status == 401 and body["error"]["code"] == 2006 and took >= LATENCY
+        took, status, _, _ = timed_get(pd, "/users/PNOSUCH")
+        assert status == 404 and took >= LATENCY
+        pd.inject(503)
+        took, status, _, _ = timed_get(pd, "/teams")
+        assert status == 503 and took >= LATENCY
+        pd.inject_drop()  # a dropped connection is not answered, so not delayed either
+        with pytest.raises((http.client.HTTPException, ConnectionError)):
+            timed_get(pd, "/teams")
+        assert [r.status for r in pd.requests] == [200, 401, 404, 503, 0]
+
+
+def test_no_latency_by_default_means_no_sleep(pd, monkeypatch):
+    sleeps = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(time, "sleep", lambda s: (sleeps.append(s), real_sleep(s)))
+    assert pd.latency == 0 and pd.jitter == 0
+    for path in ("/teams", "/users", "/users/PNOSUCH"):
+        timed_get(pd, path)
+    assert sleeps == []
+
+
+def test_jitter_is_bounded_and_seeded():
+    acc = generate_account(10, 4, START, START + timedelta(days=1))
+    servers = [FakePagerDuty(acc, token=TOKEN, latency=0.02, jitter=0.03, seed=5) for _ in range(2)]
+    draws = [[s._response_delay() for _ in range(500)] for s in servers]
+    assert draws[0] == draws[1]  # the same seed, the same delays
+    assert all(0.02 <= d <= 0.05 for d in draws[0])
+    assert min(draws[0]) < 0.025 and max(draws[0]) > 0.045  # spread over the whole range
+    assert FakePagerDuty(acc, latency=0.02, jitter=0.03, seed=6)._response_delay() != draws[0][0]
+    with FakePagerDuty(acc, token=TOKEN, latency=0.02, jitter=0.03, seed=5) as pd:
+        assert all(timed_get(pd, "/teams")[0] >= 0.02 for _ in range(3))
+    with pytest.raises(ValueError):
+        FakePagerDuty(acc, latency=-1)
+
+
+def test_concurrent_requests_overlap_and_the_peak_is_measured():
+    latency = 0.2  # long enough that four requests started together are surely in flight at once
+    with FakePagerDuty(generate_account(10, 4, START, START + timedelta(days=1)), token=TOKEN,
+                       latency=latency) as pd:
+        conns = [http.client.HTTPConnection("127.0.0.1", pd.port, timeout=10) for _ in range(4)]
+        for c in conns:
+            c.connect()
+        barrier = threading.Barrier(4)
+        results: list = [None] * 4
+
+        def worker(k: int) -> None:
+            barrier.wait()
+            t0 = time.perf_counter()
+            conns[k].request("GET", "/teams", headers={"Authorization": f"Token token={TOKEN}"})
+            resp = conns[k].getresponse()
+            resp.read()
+            results[k] = (resp.status, time.perf_counter() - t0)
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        for c in conns:
+            c.close()
+        assert [r[0] for r in results] == [200] * 4 and all(r[1] >= latency for r in results)
+        assert pd.max_concurrent == 4
+        wait_idle(pd)
+        pd.reset_stats()
+        assert pd.max_concurrent == 0
+        # one connection, requests one after the other: never more than one at a time
+        conn = http.client.HTTPConnection("127.0.0.1", pd.port, timeout=10)
+        for _ in range(3):
+            conn.request("GET", "/users", headers={"Authorization": f"Token token={TOKEN}"})
+            conn.getresponse().read()
+        conn.close()
+        assert pd.max_concurrent == 1 and pd.request_count() == 7
+
+
+def test_enforced_rate_limit_answers_429_with_headers_and_counts_them():
+    with FakePagerDuty(generate_account(10, 4, START, START + timedelta(days=1)), token=TOKEN,
+                       enforce_rate_limit=True, rate_limit=5) as pd:
+        answers = [timed_get(pd, "/teams")[1:] for _ in range(7)]
+        assert [a[0] for a in answers] == [200] * 5 + [429] * 2
+        assert [a[1]["ratelimit-remaining"] for a in answers[:5]] == ["4", "3", "2", "1", "0"]
+        for status, headers, body in answers[5:]:
+            assert body == {"error": {"message": "Rate Limit Exceeded", "code": 2020}}
+            assert headers["ratelimit-limit"] == "5" and headers["ratelimit-remaining"] == "0"
+            assert 1 <= int(headers["ratelimit-reset"]) <= 60
+        assert pd.rate_limited == 2
+        pd.inject(429)  # an injected 429 is a fault, not the limit
+        assert timed_get(pd, "/teams")[1] == 429 and pd.rate_limited == 2
+        assert pd.request_count() == 8
+
+
+def test_rate_limit_counts_concurrent_requests_exactly():
+    with FakePagerDuty(generate_account(10, 4, START, START + timedelta(days=1)), token=TOKEN,
+                       enforce_rate_limit=True, rate_limit=20) as pd:
+        statuses: list[int] = []
+        lock = threading.Lock()
+
+        def worker() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", pd.port, timeout=10)
+            for _ in range(5):
+                conn.request("GET", "/teams", headers={"Authorization": f"Token token={TOKEN}"})
+                resp = conn.getresponse()
+                resp.read()
+                with lock:
+                    statuses.append(resp.status)
+            conn.close()
+
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert sorted(statuses) == [200] * 20 + [429] * 20
+        assert pd.rate_limited == 20 and pd.request_count() == 40

@@ -5,6 +5,7 @@
     account = generate_account(n_incidents=500, seed=7)           # deterministic sample account
     with FakePagerDuty(account, token="tok") as pd:                 # 127.0.0.1, free port, own thread
         pd.url                                                      # base URL (add base_path="/eu" to mount elsewhere)
+        pd.max_concurrent, pd.in_flight, pd.rate_limited           # measurements; pd.reset_stats()
         pd.inject(429, count=2, headers=False)                      # next 2 requests -> 429
         pd.inject_malformed(); pd.inject_drop()                     # bad JSON body / connection closed
         pd.request_count("/incidents")                              # request log
@@ -12,10 +13,13 @@
         account.update_incident(inc_id, status="resolved", at=...)  # mutate the model between runs
         account.add_incident(at, service_id, with_alerts=2)         # a new incident, as PagerDuty creates it
         account.evolve(day_start, day_end, random.Random(1))        # a day of activity (new, ack, resolve, notes)
+    FakePagerDuty(account, latency=0.2, jitter=0.1, seed=1)         # each response waits 0.2-0.3 s (default: none)
+    FakePagerDuty(account, enforce_rate_limit=True, rate_limit=960) # 429 past 960 requests in a 60 s window
 
-Command line (e.g. a separate process for benchmarks or a local demo run):
+Command line (e.g. a separate process for benchmarks or a local demo run; prints the base URL first):
 
     python -m tests.support.fake_pagerduty --incidents 10000 --port 8089 --token tok
+    (options: --latency 0.2 --jitter 0.1, --enforce-rate-limit --rate-limit 960, --warm)
 
 Behaviour mirrored from PagerDuty (see shared reference): token auth (401 code 2006), classic
 limit/offset/more/total paging with limit max 100 and the offset+limit <= 10,000 cap (400 code 2002),
@@ -710,20 +714,41 @@ _SINGULAR = {"services": "service", "teams": "team", "users": "user", "escalatio
 
 
 class FakePagerDuty:
-    """PagerDuty REST API stand-in on 127.0.0.1 (free port unless given), served from a thread."""
+    """PagerDuty REST API stand-in on 127.0.0.1 (free port unless given), served from a thread (and one
+    thread per client connection, so concurrent requests are handled concurrently).
+
+    ``latency``/``jitter``: every answered request (errors, 401 and 429 included; not a dropped connection)
+    waits ``latency + uniform(0, jitter)`` seconds before its response is sent, without holding any lock;
+    ``seed`` makes the jitter draws reproducible. The default 0/0 never sleeps.
+
+    ``enforce_rate_limit``: more than ``rate_limit`` requests in a fixed ``rate_window`` (60 s) are
+    answered 429 (code 2020, with ratelimit-* headers); every received request counts, thread-safely.
+
+    Measurements: :meth:`request_count` / ``requests`` (the request log), ``in_flight`` and
+    ``max_concurrent`` (requests handled at the same time, from parse to response written; see
+    :meth:`reset_stats`) and ``rate_limited`` (429s sent by the enforced limit; injected faults do not count)."""
 
     def __init__(self, account: Account | None = None, *, token: str = "test-token", base_path: str = "",
                  host: str = "127.0.0.1", port: int = 0, rate_limit: int = 960,
-                 enforce_rate_limit: bool = False, rate_window: float = 60.0) -> None:
+                 enforce_rate_limit: bool = False, rate_window: float = 60.0, latency: float = 0.0,
+                 jitter: float = 0.0, seed: int | None = None) -> None:
+        if latency < 0 or jitter < 0:
+            raise ValueError("latency and jitter must be >= 0")
         self.account = account if account is not None else generate_account()
         self.token = token
         self.base_path = base_path.rstrip("/")
         self.rate_limit = rate_limit
         self.enforce_rate_limit = enforce_rate_limit
         self.rate_window = rate_window
+        self.latency = latency
+        self.jitter = jitter
         self.requests: list[RequestRecord] = []
+        self.in_flight = 0  # requests being handled now (parsed, response not yet written)
+        self.max_concurrent = 0  # peak of in_flight since start or reset_stats()
+        self.rate_limited = 0  # 429s sent because the enforced rate limit was exceeded (not injected ones)
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
+        self._rnd = random.Random(seed)  # jitter draws (under _lock)
         self._window_start = time.monotonic()
         self._window_count = 0
         self._host, self._port = host, port
@@ -807,6 +832,12 @@ class FakePagerDuty:
         with self._lock:
             return len(self._faults)
 
+    def reset_stats(self) -> None:
+        """Start a new ``max_concurrent`` measurement (from the requests in flight now). ``rate_limited``,
+        the request log and the rate-limit window are kept."""
+        with self._lock:
+            self.max_concurrent = self.in_flight
+
     def request_count(self, path_prefix: str | None = None) -> int:
         with self._lock:
             return sum(1 for r in self.requests if path_prefix is None or r.path.startswith(path_prefix))
@@ -821,6 +852,28 @@ class FakePagerDuty:
                             self._faults.remove(fault)
                     return fault
         return None
+
+    def _enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            if self.in_flight > self.max_concurrent:
+                self.max_concurrent = self.in_flight
+
+    def _leave(self, record: RequestRecord) -> None:
+        with self._lock:
+            self.requests.append(record)
+            self.in_flight -= 1
+
+    def _count_rate_limited(self) -> None:
+        with self._lock:
+            self.rate_limited += 1
+
+    def _response_delay(self) -> float:
+        """Seconds to wait before answering: ``latency + uniform(0, jitter)`` (0 when both are 0)."""
+        if not self.jitter:
+            return self.latency
+        with self._lock:
+            return self.latency + self._rnd.uniform(0, self.jitter)
 
     def _rate_headers(self) -> tuple[dict, bool]:
         with self._lock:
@@ -1045,6 +1098,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: str, headers: dict | None = None) -> None:
         data = body.encode()
+        delay = self.fake._response_delay()
+        if delay > 0:
+            time.sleep(delay)  # no lock held: concurrent requests wait side by side
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
@@ -1055,11 +1111,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802
         fake = self.fake
+        fake._enter()
         parts = urlsplit(self.path)
         path = parts.path
         query = parse_qs(parts.query, keep_blank_values=True)
         status = 200
         try:
+            # every received request counts against the window (thread-safe: under the server's lock)
+            rate_headers, exceeded = fake._rate_headers()
             if fake.base_path:
                 if not path.startswith(fake.base_path + "/"):
                     raise ApiError(404, "Not Found", 2100)
@@ -1076,7 +1135,6 @@ class _Handler(BaseHTTPRequestHandler):
                 except OSError:
                     pass
                 return
-            rate_headers, exceeded = fake._rate_headers()
             if fault and fault.kind == "status":
                 status = fault.status
                 default = {429: ("Rate Limit Exceeded", 2020), 401: ("Unauthorized", 2006),
@@ -1092,6 +1150,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if exceeded and fake.enforce_rate_limit:
                 status = 429
+                fake._count_rate_limited()
                 self._send(429, json.dumps({"error": {"message": "Rate Limit Exceeded", "code": 2020}}),
                            rate_headers)
                 return
@@ -1110,8 +1169,7 @@ class _Handler(BaseHTTPRequestHandler):
             status = 500
             self._send(500, json.dumps({"error": {"message": f"fake server error: {exc!r}", "code": 2000}}))
         finally:
-            with fake._lock:
-                fake.requests.append(RequestRecord("GET", path, query, status, self.headers.get("Accept", "")))
+            fake._leave(RequestRecord("GET", path, query, status, self.headers.get("Accept", "")))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -1123,13 +1181,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--token", default="test-token")
     parser.add_argument("--base-path", default="")
-    parser.add_argument("--rate-limit", type=int, default=960)
+    parser.add_argument("--rate-limit", type=int, default=960, help="requests per 60 s window (960)")
+    parser.add_argument("--enforce-rate-limit", action="store_true",
+                        help="answer 429 (code 2020) past --rate-limit requests in the window")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds every response waits (0)")
+    parser.add_argument("--jitter", type=float, default=0.0, help="plus uniform(0, JITTER) seconds (0)")
     parser.add_argument("--warm", action="store_true", help="pre-serialize every incident and log entry")
     args = parser.parse_args(argv)
+    if args.latency < 0 or args.jitter < 0:
+        parser.error("--latency and --jitter must be >= 0")
     start = datetime.fromisoformat(args.start)
     account = generate_account(args.incidents, args.seed, start, start + timedelta(days=args.days))
     server = FakePagerDuty(account, token=args.token, base_path=args.base_path, port=args.port,
-                           rate_limit=args.rate_limit)
+                           rate_limit=args.rate_limit, enforce_rate_limit=args.enforce_rate_limit,
+                           latency=args.latency, jitter=args.jitter, seed=args.seed)
     if args.warm:
         server.warm()
     server.start()
