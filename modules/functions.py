@@ -87,6 +87,9 @@ class Functions(Construct):
             "DB_SSL": "require",
             "PAGERDUTY_TOKEN_SECRET_ARN": pagerduty_token_secret_arn,
             "PAGERDUTY_API_URL": settings.pagerduty.api_url,
+            "PAGERDUTY_RATE_LIMIT_PER_MINUTE": str(settings.pagerduty.rate_limit_per_minute),
+            "PAGERDUTY_MAX_IN_FLIGHT": str(settings.pagerduty.max_in_flight),
+            "PIPELINE_ALERTS": settings.pagerduty.alerts,
         }
         ec2_arn = f"arn:{partition}:ec2:{region}:{account_id}"
         # Built from the name, not the state machine resource, which itself depends on these functions' ARNs.

@@ -147,6 +147,14 @@ class PagerDutySettings(_Strict):
     api_url: Literal["https://api.pagerduty.com", "https://api.eu.pagerduty.com"] = "https://api.pagerduty.com"
     # Reference an existing secret; when unset the stack creates an empty one for the operator to fill.
     token_secret_arn: str | None = Field(None, pattern=SECRET_ARN)
+    # The pipeline's share of the key's 960 requests a minute (the key is shared by every user of it: lower this
+    # to leave room for other integrations), and how many requests it keeps in flight (at 300 ms an answer,
+    # 900/min needs 5 in flight).
+    rate_limit_per_minute: int = Field(900, ge=60, le=960)
+    max_in_flight: int = Field(8, ge=1, le=32)
+    # When alerts are fetched: "resolved" once an incident is resolved (its alerts can no longer change) and
+    # again only if its alert_counts change; "all" whenever alert_counts change; "off" never.
+    alerts: Literal["all", "resolved", "off"] = "resolved"
 
 
 class Settings(_Strict):

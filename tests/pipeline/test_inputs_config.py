@@ -65,9 +65,10 @@ def test_missing_or_bad_environment_names_the_variable(env, db, server):
         assert r["success"] is False and r["error"] == "config_error" and var in r["message"], var
         assert r["variable"] == var
     for var, value in (("DB_PORT", "fivefourthreetwo"), ("DB_SSL", "prefer"), ("PAGERDUTY_API_URL", "ftp://x"),
-                       ("PAGERDUTY_RATE_LIMIT_PER_MINUTE", "-1")):
+                       ("PAGERDUTY_RATE_LIMIT_PER_MINUTE", "-1"), ("PAGERDUTY_MAX_IN_FLIGHT", "0"),
+                       ("PAGERDUTY_MAX_IN_FLIGHT", "64"), ("PIPELINE_ALERTS", "some")):
         r = steps.start_run(envelope({}), env={**env, var: value})
-        assert r["success"] is False and var in r["message"], var
+        assert r["success"] is False and var in r["message"] and r["variable"] == var, var
     r = steps.start_run(envelope({}), env={**env, "DB_SSL": "verify-full"})
     assert r["success"] is False and "DB_SSL_ROOT_CERT" in r["message"]
     for fn in (steps.load_incidents, steps.validate_run):

@@ -56,6 +56,12 @@ BAD_SETTINGS = [
                  ["dev.pagerduty.api_url"], id="pagerduty-url-not-https"),
     pytest.param({"dev": {"pagerduty": {"token_secret_arn": "my-secret"}}},
                  ["dev.pagerduty.token_secret_arn", "does not match"], id="token-secret-not-an-arn"),
+    pytest.param({"dev": {"pagerduty": {"rate_limit_per_minute": 1000}}},
+                 ["dev.pagerduty.rate_limit_per_minute", "less than or equal to 960"], id="rate-above-the-key-limit"),
+    pytest.param({"dev": {"pagerduty": {"max_in_flight": 0}}},
+                 ["dev.pagerduty.max_in_flight", "greater than or equal to 1"], id="nothing-in-flight"),
+    pytest.param({"dev": {"pagerduty": {"alerts": "some"}}},
+                 ["dev.pagerduty.alerts", "'all', 'resolved' or 'off'"], id="unknown-alert-policy"),
     pytest.param({"dev": {}, "prod": {"database": {"port": "five"}}}, ["prod.database.port"],
                  id="one-bad-environment-stops-all"),
     pytest.param({"dev": []}, ["environment 'dev' must map to an object"], id="environment-not-an-object"),
@@ -111,3 +117,16 @@ def test_embedded_defaults_match_the_product() -> None:
     assert defaults.network.private_subnet_ids == ("subnet-0e2842b86fa358d19", "subnet-0ff5a9d643e0b97c8")
     assert defaults.api.authorization == "AWS_IAM"
     assert isinstance(defaults, Settings) and defaults.stack_name == "stepfuncproject-dev"
+
+
+def test_the_api_pace_and_alert_policy_are_set_per_environment(tmp_path: Path) -> None:
+    """A team sharing the PagerDuty key with other integrations lowers the pipeline's share of it."""
+    shared_key = {"rate_limit_per_minute": 480, "max_in_flight": 4, "alerts": "off"}
+    code, stderr, outdir = synth_with(tmp_path, {"dev": {"pagerduty": shared_key}, "prod": {}})
+    assert code == 0, stderr
+    for env, expected in (("dev", ("480", "4", "off")), ("prod", ("900", "8", "resolved"))):
+        config = json.loads((outdir / "stacks" / f"stepfuncproject-{env}" / "cdk.tf.json").read_text())
+        for fn in config["resource"]["aws_lambda_function"].values():
+            variables = fn["environment"]["variables"]
+            assert (variables["PAGERDUTY_RATE_LIMIT_PER_MINUTE"], variables["PAGERDUTY_MAX_IN_FLIGHT"],
+                    variables["PIPELINE_ALERTS"]) == expected

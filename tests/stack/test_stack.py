@@ -114,6 +114,9 @@ def test_functions_runtime_network_and_environment(stacks: dict[str, Stack], env
         assert variables["DB_HOST"].endswith(".address}") and variables["DB_PORT"].endswith(".port}")
         assert variables["PAGERDUTY_TOKEN_SECRET_ARN"] == "${aws_secretsmanager_secret.pagerduty_token_secret_77EACFC4.arn}"
         assert variables["PAGERDUTY_API_URL"] == "https://api.pagerduty.com"
+        # the API's pace and alert policy (settings.pagerduty), read by the layer's config
+        assert (variables["PAGERDUTY_RATE_LIMIT_PER_MINUTE"], variables["PAGERDUTY_MAX_IN_FLIGHT"],
+                variables["PIPELINE_ALERTS"]) == ("900", "8", "resolved")
         assert fn["tracing_config"] == {"mode": "Active"}
         assert fn["logging_config"]["log_format"] == "JSON"
         assert fn["layers"] == ["${aws_lambda_layer_version.functions_layer_D892ED0B.arn}"]
