@@ -18,12 +18,13 @@ os.environ.pop("AWS_ENDPOINT_URL", None)
 TOKEN = "bench-token"
 
 
-def start_server(n: int, *, start: datetime, days: float, seed: int = 42) -> tuple[subprocess.Popen, str]:
-    """`python -m tests.support.fake_pagerduty` serving a generated account; returns the process and its URL."""
+def start_server(n: int, *, start: datetime, days: float, seed: int = 42,
+                 extra: tuple[str, ...] = ("--rate-limit", str(10 ** 9))) -> tuple[subprocess.Popen, str]:
+    """`python -m tests.support.fake_pagerduty` serving a generated account (``extra``: more of its options, by
+    default no rate limit); returns the process and its URL."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.support.fake_pagerduty", "--incidents", str(n), "--seed", str(seed),
-         "--start", start.isoformat(), "--days", str(days), "--token", TOKEN, "--rate-limit", str(10 ** 9),
-         "--warm"],
+         "--start", start.isoformat(), "--days", str(days), "--token", TOKEN, "--warm", *extra],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     url = proc.stdout.readline().strip()
     if not url.startswith("http"):

@@ -31,8 +31,9 @@ DETAIL_BATCH = 25  # incidents whose notes and alerts are written per transactio
 STUB_BATCH = 100  # references looked up by id per transaction
 # Only what the loader keeps: the first trigger log entry (present even when the window's log entries start
 # later). Services, teams, users, priorities and policies come from step 1's listings; expanding them on every
-# incident made each page about N KB bigger to fill rows that already exist (a reference step 1 did not list
-# becomes a stub, filled by the next run's listing or, for a listing cut at the offset cap, looked up by id).
+# incident made a page of 100 over a third bigger (455 KB against 333 KB with the local server's objects) to fill
+# rows that already exist. A reference step 1 did not list becomes a stub, filled by the next run's listing or,
+# for a listing cut at the offset cap, looked up by id.
 INCIDENT_INCLUDES = ["first_trigger_log_entries"]
 CARRY_KEYS = ("run_id", "execution_name", "window", "filters", "scope", "expected_incidents",
               "truncated_dimensions")

@@ -73,7 +73,8 @@ def start_run(event, context=None, *, env=None, sleep=time.sleep, now: datetime 
                 if total is None:
                     raise PagerDutyError("PagerDuty did not return 'total' for total=true", "pagerduty_bad_response")
                 expected += total
-            counts = {"dimensions": dims, "truncated_dimensions": truncated, "api_requests": client.request_count}
+            counts = {"dimensions": dims, "truncated_dimensions": truncated, "api_requests": client.request_count,
+                      "api_rate_limited": client.rate_limited_count}
             runs.set_window(conn, run_id, window["since"], window["until"], filters, scope,
                             {"expected_incidents": expected, "lambda_1": counts})
         finally:
