@@ -122,20 +122,24 @@ def test_later_run_picks_up_update_to_old_incident(env, db, server):
     r1 = run_pipeline(env, {"since": "2024-03-01T00:00:00Z", "until": "2024-03-04T00:00:00Z"}, name="r1")
     assert r1["step3"]["success"]
     old = next(i for i in acc.incidents.values()
-               if i["status"] == "triggered" and i["created_at"] < "2024-03-04" and not acc.alerts.get(i["id"]))
+               if i["status"] == "triggered" and i["created_at"] < "2024-03-04")
     before = db.run("SELECT status, resolved_at FROM pagerduty.incidents WHERE id = :i", i=old["id"])[0]
     assert before == ["triggered", None]
+    n_alerts = len(acc.alerts.get(old["id"], []))  # triggered, stored as such (most incidents have alerts)
+    assert count(db, "alerts", "incident_id = :i AND status = 'triggered'", i=old["id"]) == n_alerts
     at = datetime(2024, 3, 6, 12, 0, tzinfo=UTC)
     acc.add_note(old["id"], "root cause: expired certificate", at - timedelta(minutes=5))
-    acc.add_alert(old["id"], at - timedelta(minutes=4))
-    acc.update_incident(old["id"], at, status="resolved")
+    new_alert = acc.add_alert(old["id"], at - timedelta(minutes=4))
+    acc.update_incident(old["id"], at, status="resolved")  # its alerts, the new one too, resolve with it
     r2 = run_pipeline(env, {"since": "2024-03-05T00:00:00Z", "until": "2024-03-09T00:00:00Z"}, name="r2")
     assert r2["step3"]["success"], r2["step3"]
     row = db.run("SELECT status, resolved_at, updated_at, raw->>'status' FROM pagerduty.incidents WHERE id = :i",
                  i=old["id"])[0]
     assert row[0] == "resolved" and row[1] == at and row[2] == at and row[3] == "resolved"
     assert count(db, "notes", "incident_id = :i AND content = 'root cause: expired certificate'", i=old["id"]) == 1
-    assert count(db, "alerts", "incident_id = :i AND status = 'resolved'", i=old["id"]) == 1
+    assert count(db, "alerts", "incident_id = :i AND status = 'resolved'", i=old["id"]) == n_alerts + 1
+    assert count(db, "alerts", "incident_id = :i", i=old["id"]) == n_alerts + 1
+    assert count(db, "alerts", "id = :a AND status = 'resolved'", a=new_alert["id"]) == 1
     assert count(db, "incident_assignments", "incident_id = :i", i=old["id"]) == 0
     assert count(db, "log_entries", "incident_id = :i AND type = 'resolve_log_entry'", i=old["id"]) == 1
     assert r2["step2"][-1]["counts"]["incidents_updated_from_log_entries"] >= 1

@@ -9,9 +9,10 @@ import pytest
 from pagerduty_pipeline import paging, steps
 from pagerduty_pipeline.client import PagerDutyClient
 from pagerduty_pipeline.errors import PagerDutyError
-from tests.pipeline.conftest import (TOKEN, FakeContext, count, envelope, make_env, make_server,
+from tests.pipeline.conftest import (START, TOKEN, FakeContext, count, envelope, make_env, make_server,
                                      run_pipeline, table_dump)
 from tests.pipeline.test_load import WEEK, assert_matches_account
+from tests.support.fake_pagerduty import generate_account
 
 
 class Sleeps:
@@ -231,7 +232,11 @@ def test_db_server_stopped_mid_load_then_rerun_completes(pg, secrets_arns, db, m
 
 
 def test_step2_time_limit_stops_and_resumes_exactly(pg, secrets_arns, db):
-    with make_server(n_incidents=450, seed=4) as server:
+    # Few incidents with alerts or notes: the budget below allows only a couple of detail requests per invocation,
+    # and the point is stops in all three phases within the loop's 200 invocations (with alerts on nearly every
+    # incident, the details phases of the first chunks alone would use them all up).
+    account = generate_account(450, 4, START, alert_ratio=0.10, note_ratio=0.05)
+    with make_server(account=account) as server:
         env = make_env(pg, secrets_arns, server)
         env.update(PIPELINE_TIME_MARGIN_MS="30000", PAGERDUTY_MAX_IN_FLIGHT="2")
         r1 = steps.start_run(envelope(WEEK), env=env)
