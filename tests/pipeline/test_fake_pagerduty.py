@@ -1,5 +1,5 @@
 """Unit tests of the fake PagerDuty server's newer parts: GET by id of the dimensions, add_incident, evolve,
-fault storms, latency, concurrency and the enforced rate limit.
+fault storms, latency, concurrency, the enforced rate limit, the generated data mix and the command line.
 (No database: these run in milliseconds, or a fraction of a second where a latency is measured.)"""
 
 from __future__ import annotations
@@ -7,11 +7,14 @@ from __future__ import annotations
 import http.client
 import json
 import random
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -447,3 +450,135 @@ def test_rate_limit_counts_concurrent_requests_exactly():
             t.join(10)
         assert sorted(statuses) == [200] * 20 + [429] * 20
         assert pd.rate_limited == 20 and pd.request_count() == 40
+
+
+# ---------------------------------------------------------------------------------------------
+# A.6 data mix (issue 11)
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def big():
+    return generate_account(2000, 1)
+
+
+def test_nearly_every_incident_has_alerts_and_the_others_are_manual(big):
+    acc = big
+    with_alerts = [i for i in acc.incidents if acc.alerts.get(i)]
+    assert 0.94 <= len(with_alerts) / len(acc.incidents) <= 0.995
+    assert {len(acc.alerts[i]) for i in with_alerts} == {1, 2, 3}
+    for inc_id, inc in acc.incidents.items():
+        trigger = acc.log_entries[inc["first_trigger_log_entry"]["id"]]
+        if acc.alerts.get(inc_id):
+            assert trigger["channel"]["type"] != "web_trigger" and not acc.is_manual(inc_id), inc_id
+            continue
+        # manual: created by a user in the web UI
+        assert acc.is_manual(inc_id) and trigger["channel"] == {"type": "web_trigger"}, inc_id
+        assert trigger["agent"]["type"] == "user_reference", inc_id
+        assert inc["alert_counts"] == {"all": 0, "triggered": 0, "resolved": 0}, inc_id
+
+
+def test_alerts_resolve_with_their_incident_and_alert_counts_match(big):
+    acc = big
+    for inc_id, inc in acc.incidents.items():
+        alerts = acc.alerts.get(inc_id, [])
+        want = "resolved" if inc["status"] == "resolved" else "triggered"
+        assert all(a["status"] == want for a in alerts), inc_id
+        assert all(a["incident"]["id"] == inc_id for a in alerts), inc_id
+        resolved = sum(1 for a in alerts if a["status"] == "resolved")
+        assert inc["alert_counts"] == {"all": len(alerts), "triggered": len(alerts) - resolved,
+                                       "resolved": resolved}, inc_id
+    assert {i["status"] for i in acc.incidents.values()} == {"triggered", "acknowledged", "resolved"}
+    assert acc.status_log_mismatches() == []
+    ids = [a["id"] for v in acc.alerts.values() for a in v]
+    assert len(ids) == len(set(ids))
+
+
+def test_notes_on_a_realistic_share_each_with_its_annotate_entry(big):
+    acc = big
+    noted = [i for i in acc.incidents if acc.notes.get(i)]
+    assert 0.11 <= len(noted) / len(acc.incidents) <= 0.19
+    annotate: dict = {}
+    for e in acc.log_entries.values():
+        if e["type"] == "annotate_log_entry":
+            annotate.setdefault(e["incident"]["id"], []).append(e)
+    assert set(annotate) == set(noted)
+    for inc_id in noted:
+        assert sorted((n["created_at"], n["content"]) for n in acc.notes[inc_id]) == \
+            sorted((e["created_at"], e["channel"]["summary"]) for e in annotate[inc_id]), inc_id
+
+
+def test_the_mix_is_deterministic_and_its_ratios_can_be_given():
+    assert snapshot(generate_account(300, 1)) == snapshot(generate_account(300, 1))
+    assert snapshot(generate_account(300, 2)) != snapshot(generate_account(300, 1))
+    few = generate_account(1000, 1, alert_ratio=0.10, note_ratio=0.0)
+    share = sum(1 for i in few.incidents if few.alerts.get(i)) / 1000
+    assert 0.07 <= share <= 0.13 and not any(few.notes.values())
+    assert all(few.is_manual(i) for i in few.incidents if not few.alerts.get(i))
+    # the mix draws do not disturb the rest: the same seed gives the same incidents
+    assert [(i["created_at"], i["status"], i["service"]["id"]) for i in few.incidents.values()] == \
+        [(i["created_at"], i["status"], i["service"]["id"]) for i in generate_account(1000, 1).incidents.values()]
+
+
+def test_evolve_creates_alerts_on_nearly_every_new_incident_and_none_on_manual_ones():
+    acc = generate_account(30, 4, START, START + timedelta(days=1))
+    rnd = random.Random(11)
+    before = set(acc.incidents)
+    for k in range(1, 5):
+        acc.evolve(START + timedelta(days=k), START + timedelta(days=k + 1), rnd, new_incidents=150,
+                   alert_ratio=0.3)
+    new = [i for i in acc.incidents if i not in before]
+    manual = [i for i in new if acc.is_manual(i)]
+    assert len(new) == 600 and 0.94 <= 1 - len(manual) / len(new) <= 0.995 and manual
+    assert all(acc.alerts.get(i) for i in new if i not in manual)
+    for inc_id in [i for i in acc.incidents if acc.is_manual(i)]:  # no grouped alerts either, days later
+        assert not acc.alerts.get(inc_id), inc_id
+        trigger = acc.log_entries[acc.incidents[inc_id]["first_trigger_log_entry"]["id"]]
+        assert trigger["agent"]["type"] == "user_reference" and trigger["agent"]["id"] in acc.users
+    assert_consistent(acc)
+
+
+def test_add_incident_created_by_a_user_is_manual(pd):
+    acc = pd.account
+    user_id = list(acc.users)[2]
+    inc = acc.add_incident(START + timedelta(days=2), created_by=user_id)
+    trigger = acc.log_entries[inc["first_trigger_log_entry"]["id"]]
+    assert trigger["channel"] == {"type": "web_trigger"} and trigger["agent"]["id"] == user_id
+    assert inc["last_status_change_by"]["id"] == user_id and acc.is_manual(inc["id"])
+    assert inc["alert_counts"] == {"all": 0, "triggered": 0, "resolved": 0}
+    assert not acc.is_manual(acc.add_incident(START + timedelta(days=2), with_alerts=1)["id"])
+    assert_consistent(acc)
+
+
+# ---------------------------------------------------------------------------------------------
+# A.7 command line
+# ---------------------------------------------------------------------------------------------
+def test_command_line_serves_with_latency_rate_limit_and_the_given_mix():
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.fake_pagerduty", "--incidents", "20",
+                             "--token", TOKEN, "--latency", str(LATENCY), "--jitter", "0.01", "--enforce-rate-limit",
+                             "--rate-limit", "3", "--alert-ratio", "0", "--note-ratio", "1"],
+                            cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+
+        def call(path: str) -> tuple[float, int, dict]:
+            req = urllib.request.Request(url + path, headers={"Authorization": f"Token token={TOKEN}"})
+            t0 = time.perf_counter()
+            try:
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    return time.perf_counter() - t0, resp.status, json.loads(resp.read())
+            except urllib.error.HTTPError as exc:
+                with exc:
+                    return time.perf_counter() - t0, exc.code, json.loads(exc.read())
+
+        took, status, body = call("/incidents?date_range=all&limit=100")
+        assert status == 200 and took >= LATENCY and len(body["incidents"]) == 20
+        assert all(i["alert_counts"]["all"] == 0 for i in body["incidents"])  # --alert-ratio 0: all manual
+        took, status, notes = call(f"/incidents/{body['incidents'][0]['id']}/notes")
+        assert status == 200 and len(notes["notes"]) == 1  # --note-ratio 1
+        call("/teams")
+        took, status, body = call("/teams")
+        assert status == 429 and body["error"]["code"] == 2020 and took >= LATENCY
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()

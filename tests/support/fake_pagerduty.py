@@ -2,7 +2,7 @@
 
     from tests.support.fake_pagerduty import FakePagerDuty, generate_account
 
-    account = generate_account(n_incidents=500, seed=7)           # deterministic sample account
+    account = generate_account(n_incidents=500, seed=7)           # deterministic sample account (mix below)
     with FakePagerDuty(account, token="tok") as pd:                 # 127.0.0.1, free port, own thread
         pd.url                                                      # base URL (add base_path="/eu" to mount elsewhere)
         pd.max_concurrent, pd.in_flight, pd.rate_limited           # measurements; pd.reset_stats()
@@ -16,10 +16,14 @@
     FakePagerDuty(account, latency=0.2, jitter=0.1, seed=1)         # each response waits 0.2-0.3 s (default: none)
     FakePagerDuty(account, enforce_rate_limit=True, rate_limit=960) # 429 past 960 requests in a 60 s window
 
+The generated data mix, as in a real account: 97 % of the incidents come from monitoring with 1-3 alerts each
+(alerts resolve with their incident), the other 3 % are manual incidents a user created in the web UI (no alerts,
+trigger entry through the ``web_trigger`` channel); 15 % have a note (``alert_ratio``, ``note_ratio``).
+
 Command line (e.g. a separate process for benchmarks or a local demo run; prints the base URL first):
 
     python -m tests.support.fake_pagerduty --incidents 10000 --port 8089 --token tok
-    (options: --latency 0.2 --jitter 0.1, --enforce-rate-limit --rate-limit 960, --warm)
+    (options: --latency 0.2 --jitter 0.1, --enforce-rate-limit --rate-limit 960, --alert-ratio, --note-ratio, --warm)
 
 Behaviour mirrored from PagerDuty (see shared reference): token auth (401 code 2006), classic
 limit/offset/more/total paging with limit max 100 and the offset+limit <= 10,000 cap (400 code 2002),
@@ -241,7 +245,7 @@ class Account:
 
     def add_incident(self, at: datetime, service_id: str | None = None, *, title: Any = _AUTO, urgency: Any = "high",
                      priority_id: Any = None, status: str = "triggered", with_alerts: int = 0,
-                     assignee_id: Any = _AUTO, **overrides) -> dict:
+                     assignee_id: Any = _AUTO, created_by: str | None = None, **overrides) -> dict:
         """Create an incident the way PagerDuty does and return it: the next ``incident_number``, a
         ``trigger_log_entry`` at ``at`` (the incident's ``first_trigger_log_entry``), an
         ``assign_log_entry`` 1 s and a ``notify_log_entry`` 2 s later, ``with_alerts`` triggered alerts
@@ -252,10 +256,13 @@ class Account:
         to the first target of the service's escalation policy, ``assignee_id=None`` (or
         ``assignments=[]`` in ``overrides``) leaves the incident unassigned (no assign/notify entries).
         ``status="acknowledged"`` acknowledges it 2 minutes after ``at``; ``status="resolved"``
-        also resolves it 10 minutes after ``at`` (through :meth:`update_incident`). ``overrides`` are
+        also resolves it 10 minutes after ``at`` (through :meth:`update_incident`). ``created_by`` (a
+        user id) makes it a manual incident that user created in the web UI: its trigger log entry has
+        ``channel: {"type": "web_trigger"}`` and the user as agent (give it no alerts). ``overrides`` are
         set on the incident object last (any field, e.g. ``incident_key``, ``resolve_reason``)."""
         if status not in ("triggered", "acknowledged", "resolved"):
             raise ValueError(f"unknown status {status!r}")
+        creator = self._user_ref(created_by) if created_by else None
         at = at.astimezone(UTC).replace(microsecond=0)
         svc = self.services.get(service_id) if service_id else next(iter(self.services.values()))
         if svc is None:
@@ -293,7 +300,10 @@ class Account:
             "body": {"type": "incident_body", "details": f"Details for incident {number}"}, "conference_bridge": None,
         }
         self.incidents[inc_id] = inc
-        trigger = self.add_log_entry(inc_id, "trigger_log_entry", at)
+        trigger = self.add_log_entry(inc_id, "trigger_log_entry", at, agent=creator)
+        if creator:
+            trigger["channel"] = {"type": "web_trigger"}
+            inc["last_status_change_by"] = creator
         inc["first_trigger_log_entry"] = {"id": trigger["id"], "type": "trigger_log_entry_reference",
                                           "summary": trigger["summary"], "self": trigger["self"],
                                           "html_url": trigger["html_url"]}
@@ -337,6 +347,13 @@ class Account:
         user = self._actor(inc, user_id)
         return self.update_incident(incident_id, at, status="resolved", last_status_change_by=user,
                                     acknowledgements=[], pending_actions=[])
+
+    def is_manual(self, incident_id: str) -> bool:
+        """Whether the incident was created by hand in the web UI (its first trigger log entry came
+        through the ``web_trigger`` channel): such incidents have no alerts."""
+        ref = self.incidents[incident_id].get("first_trigger_log_entry")
+        entry = self.log_entries.get(ref["id"]) if ref else None
+        return bool(entry) and (entry.get("channel") or {}).get("type") == "web_trigger"
 
     def add_grouped_alert(self, incident_id: str, at: datetime) -> dict:
         """A new alert grouped into an open, triggered incident: the alert (``alert_counts``), a
@@ -398,13 +415,15 @@ class Account:
         through the helpers above (log entries, ``updated_at``, ``last_status_change_at``,
         ``alert_counts`` stay consistent). Deterministic for a given ``rnd`` state and account.
 
-        * ``new_incidents`` new incidents (85 % with 1-3 alerts, 30 % without priority; ``odd_ratio`` of
-          them each with a null title, a null urgency, no assignee: values the real API returns), of
-          which some are acknowledged, resolved, noted or get another alert the same day;
+        * ``new_incidents`` new incidents (97 % with 1-3 alerts, the others manual ones a user created in
+          the web UI, without alerts; 30 % without priority; ``odd_ratio`` of them each with a null
+          title, a null urgency, no assignee: values the real API returns), of which some are
+          acknowledged, resolved, noted or get another alert the same day (never a manual one);
         * open incidents from earlier days: ``ack_ratio`` of the triggered ones acknowledged,
           ``resolve_ratio`` of the open ones resolved (their alerts resolve with them);
         * ``note_ratio`` of all incidents (resolved ones too, mostly recent) get a note;
-        * ``alert_ratio`` of the triggered incidents get another alert grouped into them.
+        * ``alert_ratio`` of the triggered incidents (not the manual ones) get another alert grouped into
+          them.
 
         Every change to an incident comes after that incident's latest log entry. Returns the counts
         of what happened."""
@@ -457,18 +476,20 @@ class Account:
             age_days = (day_start - datetime.fromisoformat(inc["created_at"])).total_seconds() / 86400
             plan(inc_id, inc["status"], last.get(inc_id, day_start),
                  note_p=note_ratio if age_days < 7 else note_ratio / 4, ack_p=ack_ratio, res_p=resolve_ratio,
-                 alert_p=alert_ratio)
+                 alert_p=0.0 if self.is_manual(inc_id) else alert_ratio)
         # new incidents: created in the first 80 % of the day, their own activity later the same day
         for _ in range(new_incidents):
             t = day_start + timedelta(seconds=rnd.randrange(int(span * 0.8)))
+            manual = rnd.random() >= 0.97  # created by hand in the web UI: no alerts
             spec = {"service_id": rnd.choice(service_ids),
                     "urgency": None if rnd.random() < odd_ratio else ("high" if rnd.random() < 0.6 else "low"),
                     "priority_id": None if (not priority_ids or rnd.random() < 0.3) else rnd.choice(priority_ids),
-                    "with_alerts": 0 if rnd.random() < 0.15 else rnd.choice((1, 1, 1, 2, 2, 3)),
+                    "with_alerts": 0 if manual else rnd.choice((1, 1, 1, 2, 2, 3)),
+                    "created_by": rnd.choice(user_ids) if manual else None,
                     "title": None if rnd.random() < odd_ratio else _AUTO,
                     "unassigned": rnd.random() < odd_ratio,
                     "plan": (rnd.random() < 0.6, rnd.random() < 0.5, rnd.random() < note_ratio * 1.5,
-                             rnd.random() < alert_ratio)}
+                             not manual and rnd.random() < alert_ratio)}
             events.append((t, next(order), "create", spec))
         events.sort(key=lambda e: (e[0], e[1]))
 
@@ -479,7 +500,8 @@ class Account:
             if kind == "create":
                 kw = {} if not arg["unassigned"] else {"assignee_id": None}
                 inc = self.add_incident(at, arg["service_id"], title=arg["title"], urgency=arg["urgency"],
-                                        priority_id=arg["priority_id"], with_alerts=arg["with_alerts"], **kw)
+                                        priority_id=arg["priority_id"], with_alerts=arg["with_alerts"],
+                                        created_by=arg["created_by"], **kw)
                 stats["created"] += 1
                 ack, res, note, alert = arg["plan"]
                 before = len(events)
@@ -526,15 +548,23 @@ def generate_account(
     start: datetime = datetime(2024, 3, 1, tzinfo=UTC),
     end: datetime | None = None,
     *,
-    note_ratio: float = 0.05,
-    alert_ratio: float = 0.10,
+    note_ratio: float = 0.15,
+    alert_ratio: float = 0.97,
     deleted_user: bool = True,
 ) -> Account:
     """A realistic, deterministic account: 3 teams, 8 users (+1 deleted user still referenced),
     3 escalation policies, 5 services, 4 priorities and ``n_incidents`` incidents spread over
-    [start, end) (default: 7 days) with ~5 log entries each (trigger, assign, notify, ...),
-    notes on ~5 % and alerts on ~10 % of incidents."""
+    [start, end) (default: 7 days) with ~5 log entries each (trigger, assign, notify, ...).
+
+    The mix, as in a real account: ~``alert_ratio`` (97 %) of the incidents come from monitoring with
+    1-3 alerts each (resolved with a resolved incident, triggered on an open one; ``alert_counts``
+    matches); the others are *manual* incidents a user created in the web UI: no alerts, a trigger log
+    entry with ``channel: {"type": "web_trigger"}`` and that user as its agent. ~``note_ratio`` (15 %)
+    of the incidents have a note (an ``annotate_log_entry`` each, with its note). Everything follows
+    from ``seed``; the alert counts and creators come from a generator of their own, so the ratios do
+    not change a seed's incidents (times, statuses, services)."""
     rnd = random.Random(seed)
+    mix = random.Random(f"alerts-{seed}")  # alert counts and manual incidents' creators
     end = end or start + timedelta(days=7)
     acc = Account()
     team_names = ["Platform", "Payments", "Mobile"]
@@ -657,7 +687,7 @@ def generate_account(
                                                   "html_url": entry["html_url"]}
             acc.log_entries[lid] = entry
         if rnd.random() < alert_ratio:
-            for a in range(1 + (n % 2)):
+            for a in range(mix.choice((1, 1, 1, 2, 2, 3))):
                 aid = "Q" + _b36(n * 31 + a + 36 ** 12, 13)
                 acc.alerts[inc_id].append({
                     "id": aid, "type": "alert", "summary": title, "self": f"https://api.pagerduty.com/alerts/{aid}",
@@ -666,6 +696,13 @@ def generate_account(
                     "service": svc_refs[svc], "incident": inc_ref, "severity": "critical", "suppressed": False,
                     "body": {"type": "alert_body", "details": {"n": n}}})
             acc._recount_alerts(inc_id)
+        else:  # created by hand in the web UI: no alerts, a user triggered it
+            creator = user_refs[mix.choice(user_ids)]
+            trigger = acc.log_entries[inc["first_trigger_log_entry"]["id"]]
+            trigger["channel"] = {"type": "web_trigger"}
+            trigger["agent"] = creator
+            if status == "triggered":
+                inc["last_status_change_by"] = creator
     if deleted_user:
         # the last user left the company; incidents still reference them
         acc.deleted[user_ids[-1]] = acc.users.pop(user_ids[-1])
@@ -1186,12 +1223,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="answer 429 (code 2020) past --rate-limit requests in the window")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds every response waits (0)")
     parser.add_argument("--jitter", type=float, default=0.0, help="plus uniform(0, JITTER) seconds (0)")
+    parser.add_argument("--alert-ratio", type=float, default=0.97,
+                        help="share of incidents with 1-3 alerts; the others are manual (0.97)")
+    parser.add_argument("--note-ratio", type=float, default=0.15, help="share of incidents with a note (0.15)")
     parser.add_argument("--warm", action="store_true", help="pre-serialize every incident and log entry")
     args = parser.parse_args(argv)
     if args.latency < 0 or args.jitter < 0:
         parser.error("--latency and --jitter must be >= 0")
     start = datetime.fromisoformat(args.start)
-    account = generate_account(args.incidents, args.seed, start, start + timedelta(days=args.days))
+    account = generate_account(args.incidents, args.seed, start, start + timedelta(days=args.days),
+                               alert_ratio=args.alert_ratio, note_ratio=args.note_ratio)
     server = FakePagerDuty(account, token=args.token, base_path=args.base_path, port=args.port,
                            rate_limit=args.rate_limit, enforce_rate_limit=args.enforce_rate_limit,
                            latency=args.latency, jitter=args.jitter, seed=args.seed)
