@@ -345,6 +345,9 @@ def test_latency_delays_every_answered_request():
         pd.inject_drop()  # a dropped connection is not answered, so not delayed either
         with pytest.raises((http.client.HTTPException, ConnectionError)):
             timed_get(pd, "/teams")
+        deadline = time.monotonic() + 5  # a request is logged just after its answer is sent
+        while len(pd.requests) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert [r.status for r in pd.requests] == [200, 401, 404, 503, 0]
 
 

@@ -125,8 +125,10 @@ def test_later_run_picks_up_update_to_old_incident(env, db, server):
                if i["status"] == "triggered" and i["created_at"] < "2024-03-04")
     before = db.run("SELECT status, resolved_at FROM pagerduty.incidents WHERE id = :i", i=old["id"])[0]
     assert before == ["triggered", None]
-    n_alerts = len(acc.alerts.get(old["id"], []))  # triggered, stored as such (most incidents have alerts)
-    assert count(db, "alerts", "incident_id = :i AND status = 'triggered'", i=old["id"]) == n_alerts
+    n_alerts = len(acc.alerts.get(old["id"], []))  # most incidents have alerts
+    assert n_alerts > 0
+    # alert policy "resolved": an open incident's alerts can still change, so they are not fetched yet
+    assert count(db, "alerts", "incident_id = :i", i=old["id"]) == 0
     at = datetime(2024, 3, 6, 12, 0, tzinfo=UTC)
     acc.add_note(old["id"], "root cause: expired certificate", at - timedelta(minutes=5))
     new_alert = acc.add_alert(old["id"], at - timedelta(minutes=4))
