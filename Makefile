@@ -56,6 +56,7 @@ bench: python-env
 	$(PIPENV) run python bench/synth_speed.py
 	$(PIPENV) run python bench/pipeline_load.py
 	$(PIPENV) run python bench/step3_scaling.py
+	$(PIPENV) run python bench/api_pace.py
 
 clean:
 	rm -rf cdktf.out .build .pytest_cache

@@ -223,7 +223,10 @@ def test_a_rate_limit_pause_longer_than_the_time_left_returns_the_cursor(pg, sec
                                   sleep=waits.append)
         assert time.monotonic() - began < 30
         assert r2["success"] and r2["complete"] is False, r2
-        assert r2["cursor"]["phase"] == "log_entries" and r2["cursor"]["chunk"] == [day(0), day(1)]
+        # the log entries' first page is fetched ahead, while incidents load: its 429 pauses every request, so the
+        # step may stop in either phase of the first chunk
+        assert r2["cursor"]["phase"] in ("incidents", "log_entries") and r2["cursor"]["chunk"] == [day(0), day(1)]
+        assert r2["counts"]["api_rate_limited"] >= 1
         assert all(w < 60 for w in waits), waits  # no wait past the 60 s the margin leaves
         server.clear_faults()
         state = r2

@@ -244,3 +244,30 @@ def test_window_over_offset_cap_is_split_and_fully_loaded(pg, secrets_arns, db):
         numbers = db.run("SELECT min(incident_number), max(incident_number), count(DISTINCT incident_number) "
                          "FROM pagerduty.incidents")[0]
         assert numbers == [1, 12_500, 12_500]
+
+
+def test_a_team_filter_narrows_log_entries_at_the_api_and_a_service_filter_cannot(env, db, server):
+    """/log_entries filters by team (team_ids[]) but not by service or urgency: a team-filtered run asks the API for
+    its teams' entries only; a service-filtered run pages every entry of the account and drops the others."""
+    acc = server.account
+    team = next(iter(acc.teams))
+    out = run_pipeline(env, {**WEEK, "team_ids": [team]}, name="by-team")
+    assert out["step3"]["success"], out["step3"]
+    expected = {i for i, inc in acc.incidents.items() if any(t["id"] == team for t in inc["teams"])}
+    assert {r[0] for r in db.run("SELECT id FROM pagerduty.incidents")} == expected
+    assert_matches_account(db, acc, expected)
+    log_pages = [r for r in server.requests if r.path == "/log_entries"]
+    assert log_pages and all(r.query.get("team_ids[]") == [team] for r in log_pages)
+    team_entries = sum(1 for e in acc.log_entries.values() if e["incident"]["id"] in expected)
+    assert out["step2"][-1]["counts"]["log_entries_fetched"] == team_entries < len(acc.log_entries)
+
+    server.requests.clear()
+    svc = next(iter(acc.services))
+    out = run_pipeline(env, {**WEEK, "service_ids": [svc]}, name="by-service")
+    assert out["step3"]["success"], out["step3"]
+    log_pages = [r for r in server.requests if r.path == "/log_entries"]
+    assert not [r for r in log_pages if "service_ids[]" in r.query or "team_ids[]" in r.query]
+    counts = out["step2"][-1]["counts"]
+    assert counts["log_entries_fetched"] == len(acc.log_entries)
+    other = sum(1 for e in acc.log_entries.values() if acc.incidents[e["incident"]["id"]]["service"]["id"] != svc)
+    assert counts["log_entries_other_incidents"] == other > 0

@@ -1073,7 +1073,8 @@ class FakePagerDuty:
         since, until = self._window(query, tz)
         limit, offset = _paging(query)
         overview = (query.get("is_overview") or ["false"])[0] == "true"
-        key = ("log", since, until, overview)
+        teams = frozenset(query.get("team_ids[]", []))  # the one filter /log_entries has besides time
+        key = ("log", since, until, overview, teams)
         ids = acc._filter_cache.get(key)
         if ids is None:
             ts, all_ids = acc.log_index()
@@ -1081,6 +1082,8 @@ class FakePagerDuty:
             ids = all_ids[lo:hi][::-1]  # newest first, like PagerDuty
             if overview:
                 ids = [i for i in ids if acc.log_entries[i]["type"] not in ("notify_log_entry",)]
+            if teams:
+                ids = [i for i in ids if any(t["id"] in teams for t in acc.log_entries[i].get("teams") or [])]
             acc._filter_cache[key] = ids
         with_incident = "incidents" in query.get("include[]", [])
         items = [self._log_entry_json(lid, with_incident) for lid in ids[offset: offset + limit]]

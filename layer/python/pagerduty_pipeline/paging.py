@@ -61,6 +61,10 @@ class InOrder:
     def submit(self, key, fn: Callable, *args) -> None:
         self._queue.append((key, self._pool.submit(fn, *args)))
 
+    def adopt(self, key, future: Future) -> None:
+        """Queue a call already started elsewhere (a prefetched first page)."""
+        self._queue.append((key, future))
+
     def next_key(self):
         return self._queue[0][0] if self._queue else None
 
@@ -97,10 +101,16 @@ class WindowWalk:
     concurrently, up to the client's in-flight bound, and taken back in offset order."""
 
     def __init__(self, client: PagerDutyClient, path: str, key: str, base_params: list, *,
-                 write: Callable[[list[dict]], None], position: dict, out_of_time: Callable[[], bool]) -> None:
+                 write: Callable[[list[dict]], None] | None = None, position: dict | None = None,
+                 out_of_time: Callable[[], bool] = lambda: False, ahead: "FirstPages | None" = None) -> None:
         self.client, self.path, self.key, self.base_params = client, path, key, base_params
         self.write, self.position, self.out_of_time = write, position, out_of_time
+        self.ahead = ahead
         self.splits = 0
+
+    def first_page(self, window: list[str]) -> tuple[list, bool, int | None]:
+        """A window's first page with its total (what ``run`` asks first), for fetching it ahead."""
+        return self._fetch(window, 0, True)
 
     def _fetch(self, window: list[str], offset: int, want_total: bool) -> tuple[list, bool, int | None]:
         params = [("since", window[0]), ("until", window[1]), ("time_zone", "UTC")] + self.base_params
@@ -149,7 +159,12 @@ class WindowWalk:
                 window = windows[0]
                 if fetches.next_key() != (window[0], window[1], offset):
                     fetches.cancel()  # the walk went elsewhere (split, short page): re-plan from here
-                    fetches.submit((window[0], window[1], offset), self._fetch, window, offset, window_total is None)
+                    early = self.ahead.take(self.path, window) if self.ahead and offset == 0 else None
+                    if early is not None:
+                        fetches.adopt((window[0], window[1], 0), early)
+                    else:
+                        fetches.submit((window[0], window[1], offset), self._fetch, window, offset,
+                                       window_total is None)
                     planned = offset + MAX_LIMIT
                 while window_total is not None and not fetches.full() and planned < window_total \
                         and planned + MAX_LIMIT <= OFFSET_CAP and not self.out_of_time():
@@ -192,3 +207,33 @@ class WindowWalk:
         finally:
             fetches.close()
             writer.shutdown(wait=True, cancel_futures=True)  # after a failure, later batches never run
+
+
+class FirstPages:
+    """First pages fetched ahead of their walk: the next phase's or chunk's first request (the one whose total the
+    rest of a window's pages wait for) runs while the current phase still works, so a phase does not start with
+    a round trip to the API. Pages not taken are awaited and dropped by ``close``."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ahead")
+        self._pages: dict[tuple, Future] = {}
+
+    def fetch(self, walk: WindowWalk, window: list[str]) -> None:
+        key = (walk.path, window[0], window[1])
+        if key not in self._pages:
+            self._pages[key] = self._pool.submit(walk.first_page, window)
+
+    def take(self, path: str, window: list[str]) -> Future | None:
+        return self._pages.pop((path, window[0], window[1]), None)
+
+    def close(self) -> None:
+        pages, self._pages = self._pages, {}
+        for future in pages.values():
+            future.cancel()
+        for future in pages.values():
+            if not future.cancelled():
+                try:
+                    future.result()
+                except BaseException:  # noqa: BLE001 - not needed
+                    pass
+        self._pool.shutdown(wait=True)

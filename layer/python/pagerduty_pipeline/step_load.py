@@ -21,7 +21,7 @@ from .coverage import chunks, iso
 from .db import DB_FAILURES, close_quietly
 from .errors import InputError, OutOfTime, PagerDutyError, PipelineError
 from .loaders import Loader, is_full, parse_ts
-from .paging import InOrder, WindowWalk
+from .paging import FirstPages, InOrder, WindowWalk
 from .runtime import (Budget, budget_for, db_error, failed, log_event, make_client, open_db, parse_envelope,
                       remaining_ms)
 from .schema import DIMENSION_ENDPOINTS, DIMENSIONS, ref_id
@@ -86,6 +86,7 @@ class ChunkLoader:
         self.filters = carry.get("filters") or {}
         self.alerts = alerts
         self.loader = Loader(conn)
+        self.ahead = FirstPages()
 
     def add(self, key: str, n: int) -> None:
         self.counts[key] = self.counts.get(key, 0) + n
@@ -93,34 +94,59 @@ class ChunkLoader:
     # -- the walk over chunks and phases ---------------------------------------------------------
     def run(self) -> bool:
         """Load chunks until the window is done (True) or time is short (False)."""
+        try:
+            while True:
+                if not self.chunk():
+                    return False
+                following = self.next_chunk()
+                if following is None:
+                    return True
+                self.cursor.clear()
+                self.cursor.update(new_cursor(following))
+        finally:
+            self.ahead.close()
+
+    def next_chunk(self) -> tuple[str, str] | None:
+        """The chunk after the cursor's, if the window goes on."""
+        end = datetime.fromisoformat(self.cursor["chunk"][1])
         until = datetime.fromisoformat(self.carry["window"]["until"])
-        while True:
-            if not self.chunk():
-                return False
-            end = datetime.fromisoformat(self.cursor["chunk"][1])
-            if end >= until:
-                return True
-            self.cursor.clear()
-            self.cursor.update(new_cursor(first_chunk(end, until, self.chunk_length)))
+        return first_chunk(end, until, self.chunk_length) if end < until else None
+
+    def walker(self, phase: str) -> WindowWalk:
+        """The paging walk of a list phase, positioned at the cursor."""
+        if phase == "incidents":
+            return WindowWalk(self.client, "/incidents", "incidents", [("sort_by", "incident_number:asc")]
+                              + [("include[]", i) for i in INCIDENT_INCLUDES] + filter_params(self.filters),
+                              write=self.incident_page, position=self.cursor, out_of_time=self.budget.out_of_time,
+                              ahead=self.ahead)
+        team_filter = [("team_ids[]", t) for t in self.filters.get("team_ids") or []]
+        return WindowWalk(self.client, "/log_entries", "log_entries", [("include[]", "incidents")] + team_filter,
+                          write=self.log_page, position=self.cursor, out_of_time=self.budget.out_of_time,
+                          ahead=self.ahead)
+
+    def fetch_ahead(self, phase: str, chunk: list[str]) -> None:
+        if not self.budget.out_of_time():
+            self.ahead.fetch(self.walker(phase), chunk)
 
     def chunk(self) -> bool:
         c = self.cursor
         t0 = time.perf_counter()
         if c["phase"] == "incidents":
-            if not self.walk("/incidents", "incidents", [("sort_by", "incident_number:asc")]
-                             + [("include[]", i) for i in INCIDENT_INCLUDES] + filter_params(self.filters),
-                             self.incident_page):
+            self.fetch_ahead("log_entries", c["chunk"])
+            if not self.walk("incidents"):
                 return False
             t0 = self._phase_time("incidents_ms", t0)
             c.update(phase="log_entries", windows=[list(c["chunk"])], offset=0, api_total=0)
         if c["phase"] == "log_entries":
-            team_filter = [("team_ids[]", t) for t in self.filters.get("team_ids") or []]
-            if not self.walk("/log_entries", "log_entries", [("include[]", "incidents")] + team_filter,
-                             self.log_page):
+            if not self.walk("log_entries"):
                 return False
             t0 = self._phase_time("log_entries_ms", t0)
             c.update(phase="details", windows=[], offset=0, after_id="")
         if c["phase"] == "details":
+            following = self.next_chunk()
+            if following is not None:  # the next chunk's first pages while this one's details are fetched
+                self.fetch_ahead("incidents", list(following))
+                self.fetch_ahead("log_entries", list(following))
             if not self.details() or not self.resolve_stubs():
                 return False
             self._phase_time("details_ms", t0)
@@ -133,10 +159,9 @@ class ChunkLoader:
         self.add(key, int((now - t0) * 1000))
         return now
 
-    def walk(self, path: str, key: str, params: list, write) -> bool:
+    def walk(self, key: str) -> bool:
         c = self.cursor
-        walk = WindowWalk(self.client, path, key, params, write=write, position=c,
-                          out_of_time=self.budget.out_of_time)
+        walk = self.walker(key)
         done = walk.run()
         self.add(f"{key}_window_splits", walk.splits)
         if done:
