@@ -176,7 +176,7 @@ def naive_load(pg, url: str, window: dict) -> dict:
             "requests": client.request_count}
 
 
-def bench(n: int, durable: bool, baseline: bool) -> None:
+def bench(n: int, durable: bool, baseline: bool, alerts: str = "resolved", in_flight: int = 8) -> None:
     days = 7
     window = {"since": START.strftime("%Y-%m-%dT%H:%M:%SZ"),
               "until": (START + timedelta(days=days + 1)).strftime("%Y-%m-%dT%H:%M:%SZ")}
@@ -190,7 +190,8 @@ def bench(n: int, durable: bool, baseline: bool) -> None:
             env = pg.env()
             env.update({"DB_SECRET_ARN": sm.create_secret(Name="db", SecretString=json.dumps(pg.secret()))["ARN"],
                         "PAGERDUTY_TOKEN_SECRET_ARN": sm.create_secret(Name="pd", SecretString=TOKEN)["ARN"],
-                        "PAGERDUTY_API_URL": url, "PAGERDUTY_RATE_LIMIT_PER_MINUTE": str(10 ** 9)})
+                        "PAGERDUTY_API_URL": url, "PAGERDUTY_RATE_LIMIT_PER_MINUTE": str(10 ** 9),
+                        "PIPELINE_ALERTS": alerts, "PAGERDUTY_MAX_IN_FLIGHT": str(in_flight)})
             res = run_pipeline(env, window, f"bench-{n}", pg, proc.pid)
             conn = pg.connect()
             c2 = res["step2"]["counts"]
@@ -230,7 +231,7 @@ def bench(n: int, durable: bool, baseline: bool) -> None:
             paged = (c2.get("incidents_ms", 0) + c2.get("log_entries_ms", 0)) / 1000
             details = c2.get("details_ms", 0) / 1000
             print(f"            incidents + log entries phases: {incidents / max(paged, 1e-9):,.0f} incidents/s; "
-                  f"notes+alerts phase: {(with_notes + with_alerts) / max(details, 1e-9):,.0f} serial requests/s")
+                  f"notes+alerts phase: {(with_notes + with_alerts) / max(details, 1e-9):,.0f} requests/s")
             conn.close()
             if baseline:
                 nv = naive_load(pg, url, window)
@@ -254,9 +255,11 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000])
     ap.add_argument("--durable", action="store_true", help="keep fsync/synchronous_commit on")
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--alerts", choices=["all", "resolved", "off"], default="resolved", help="PIPELINE_ALERTS")
+    ap.add_argument("--in-flight", type=int, default=8, help="PAGERDUTY_MAX_IN_FLIGHT")
     args = ap.parse_args()
     for n in args.sizes:
-        bench(n, args.durable, not args.no_baseline)
+        bench(n, args.durable, not args.no_baseline, args.alerts, args.in_flight)
 
 
 if __name__ == "__main__":

@@ -411,6 +411,7 @@ def test_concurrent_requests_overlap_and_the_peak_is_measured():
             conn.request("GET", "/users", headers={"Authorization": f"Token token={TOKEN}"})
             conn.getresponse().read()
         conn.close()
+        wait_idle(pd)
         assert pd.max_concurrent == 1 and pd.request_count() == 7
 
 

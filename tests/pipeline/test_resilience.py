@@ -238,13 +238,15 @@ def test_step2_time_limit_stops_and_resumes_exactly(pg, secrets_arns, db):
     account = generate_account(450, 4, START, alert_ratio=0.10, note_ratio=0.05)
     with make_server(account=account) as server:
         env = make_env(pg, secrets_arns, server)
-        env.update(PIPELINE_TIME_MARGIN_MS="30000", PAGERDUTY_MAX_IN_FLIGHT="2")
+        env.update(PIPELINE_TIME_MARGIN_MS="30000", PAGERDUTY_MAX_IN_FLIGHT="1", PIPELINE_CHUNK_HOURS="192")
         r1 = steps.start_run(envelope(WEEK), env=env)
         state, invocations = r1, []
-        for _ in range(200):
-            # time runs out once the server has answered a few requests in this invocation (two in flight: the
-            # oldest is answered among them; the later ones are dropped, not committed)
-            ctx = FakeContext(remaining=lambda s=len(server.requests): 33_000 if len(server.requests) - s < 5
+        for _ in range(400):
+            # time runs out once the server has answered a few requests in this invocation (one page in flight
+            # plus at most two first pages fetched ahead; an incident's details take two: what the step waits for
+            # is answered among the first four; later ones are dropped, not committed). One chunk for the week:
+            # five pages of incidents, so the time can run out inside every phase.
+            ctx = FakeContext(remaining=lambda s=len(server.requests): 33_000 if len(server.requests) - s < 4
                               else 1_000)
             state = steps.load_incidents(envelope(state, state="Step2"), ctx, env=env)
             invocations.append(state)

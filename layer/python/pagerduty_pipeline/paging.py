@@ -41,14 +41,29 @@ def split_window(window: list[str], parts: int) -> list[list[str]]:
             for k in range(parts) if edges[k] < edges[k + 1]]
 
 
+class Gauge:
+    """How many calls are worth keeping in flight, between 1 and ``bound``: one more each time the caller had to
+    wait for the oldest answer (the API is what is slow), one fewer each time that answer was already there (the
+    caller is: more calls would only pile up decoded pages that compete with the database writer for the
+    interpreter). Shared by the walks of a step, so a new phase starts at the pace the last one found."""
+
+    def __init__(self, bound: int) -> None:
+        self.bound = max(1, bound)
+        self.limit = self.bound
+
+    def answered(self, before_asked: bool) -> None:
+        self.limit = max(1, self.limit - 1) if before_asked else min(self.bound, self.limit + 1)
+
+
 class InOrder:
     """API calls running on up to ``width`` threads (the client's in-flight bound), taken back in the order they
     were submitted, so that whatever is written after them is written in that order too. ``cancel`` drops the
     calls not started and waits for the running ones: after it nothing of theirs is used and no thread is left
     sending requests."""
 
-    def __init__(self, width: int, name: str) -> None:
+    def __init__(self, width: int, name: str, gauge: Gauge | None = None) -> None:
         self.width = max(1, width)
+        self.gauge = gauge or Gauge(self.width)
         self._pool = ThreadPoolExecutor(max_workers=self.width, thread_name_prefix=name)
         self._queue: deque[tuple[object, Future]] = deque()
 
@@ -56,7 +71,8 @@ class InOrder:
         return len(self._queue)
 
     def full(self) -> bool:
-        return len(self._queue) >= self.width
+        """No room for another call: as many in flight as the gauge finds worth it."""
+        return len(self._queue) >= min(self.width, self.gauge.limit)
 
     def submit(self, key, fn: Callable, *args) -> None:
         self._queue.append((key, self._pool.submit(fn, *args)))
@@ -74,6 +90,7 @@ class InOrder:
     def take(self):
         """The oldest call's (key, result); its exception, if it failed."""
         key, future = self._queue.popleft()
+        self.gauge.answered(future.done())
         return key, future.result()
 
     def cancel(self) -> None:
@@ -102,10 +119,11 @@ class WindowWalk:
 
     def __init__(self, client: PagerDutyClient, path: str, key: str, base_params: list, *,
                  write: Callable[[list[dict]], None] | None = None, position: dict | None = None,
-                 out_of_time: Callable[[], bool] = lambda: False, ahead: "FirstPages | None" = None) -> None:
+                 out_of_time: Callable[[], bool] = lambda: False, ahead: "FirstPages | None" = None,
+                 gauge: Gauge | None = None) -> None:
         self.client, self.path, self.key, self.base_params = client, path, key, base_params
         self.write, self.position, self.out_of_time = write, position, out_of_time
-        self.ahead = ahead
+        self.ahead, self.gauge = ahead, gauge
         self.splits = 0
 
     def first_page(self, window: list[str]) -> tuple[list, bool, int | None]:
@@ -144,7 +162,7 @@ class WindowWalk:
             writing.append(writer.submit(commit, collected, (list(windows), offset), totals))
             collected, totals = [], 0
 
-        fetches = InOrder(self.client.max_in_flight, "fetch")
+        fetches = InOrder(self.client.max_in_flight, "fetch", self.gauge)
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
         window_total: int | None = None  # the current window's total, once known
         planned = 0  # the offset of the next page of the current window not yet requested
