@@ -41,18 +41,16 @@ def split_window(window: list[str], parts: int) -> list[list[str]]:
             for k in range(parts) if edges[k] < edges[k + 1]]
 
 
-class Gauge:
-    """How many calls are worth keeping in flight, between 1 and ``bound``: one more each time the caller had to
-    wait for the oldest answer (the API is what is slow), one fewer each time that answer was already there (the
-    caller is: more calls would only pile up decoded pages that compete with the database writer for the
-    interpreter). Shared by the walks of a step, so a new phase starts at the pace the last one found."""
-
-    def __init__(self, bound: int) -> None:
-        self.bound = max(1, bound)
-        self.limit = self.bound
-
-    def answered(self, before_asked: bool) -> None:
-        self.limit = max(1, self.limit - 1) if before_asked else min(self.bound, self.limit + 1)
+def _drop(futures: list[Future]) -> None:
+    """Cancel the calls not started and wait for the running ones, whose results (or errors) are not needed."""
+    for future in futures:
+        future.cancel()
+    for future in futures:
+        if not future.cancelled():
+            try:
+                future.result()
+            except BaseException:  # noqa: BLE001 - not needed
+                pass
 
 
 class InOrder:
@@ -61,9 +59,8 @@ class InOrder:
     calls not started and waits for the running ones: after it nothing of theirs is used and no thread is left
     sending requests."""
 
-    def __init__(self, width: int, name: str, gauge: Gauge | None = None) -> None:
+    def __init__(self, width: int, name: str) -> None:
         self.width = max(1, width)
-        self.gauge = gauge or Gauge(self.width)
         self._pool = ThreadPoolExecutor(max_workers=self.width, thread_name_prefix=name)
         self._queue: deque[tuple[object, Future]] = deque()
 
@@ -71,8 +68,7 @@ class InOrder:
         return len(self._queue)
 
     def full(self) -> bool:
-        """No room for another call: as many in flight as the gauge finds worth it."""
-        return len(self._queue) >= min(self.width, self.gauge.limit)
+        return len(self._queue) >= self.width
 
     def submit(self, key, fn: Callable, *args) -> None:
         self._queue.append((key, self._pool.submit(fn, *args)))
@@ -90,19 +86,11 @@ class InOrder:
     def take(self):
         """The oldest call's (key, result); its exception, if it failed."""
         key, future = self._queue.popleft()
-        self.gauge.answered(future.done())
         return key, future.result()
 
     def cancel(self) -> None:
         queued, self._queue = self._queue, deque()
-        for _, future in queued:
-            future.cancel()
-        for _, future in queued:
-            if not future.cancelled():
-                try:
-                    future.result()
-                except BaseException:  # noqa: BLE001 - its result is not needed
-                    pass
+        _drop([future for _, future in queued])
 
     def close(self) -> None:
         self.cancel()
@@ -119,11 +107,10 @@ class WindowWalk:
 
     def __init__(self, client: PagerDutyClient, path: str, key: str, base_params: list, *,
                  write: Callable[[list[dict]], None] | None = None, position: dict | None = None,
-                 out_of_time: Callable[[], bool] = lambda: False, ahead: "FirstPages | None" = None,
-                 gauge: Gauge | None = None) -> None:
+                 out_of_time: Callable[[], bool] = lambda: False, ahead: "FirstPages | None" = None) -> None:
         self.client, self.path, self.key, self.base_params = client, path, key, base_params
         self.write, self.position, self.out_of_time = write, position, out_of_time
-        self.ahead, self.gauge = ahead, gauge
+        self.ahead = ahead
         self.splits = 0
 
     def first_page(self, window: list[str]) -> tuple[list, bool, int | None]:
@@ -162,7 +149,7 @@ class WindowWalk:
             writing.append(writer.submit(commit, collected, (list(windows), offset), totals))
             collected, totals = [], 0
 
-        fetches = InOrder(self.client.max_in_flight, "fetch", self.gauge)
+        fetches = InOrder(self.client.max_in_flight, "fetch")
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
         window_total: int | None = None  # the current window's total, once known
         planned = 0  # the offset of the next page of the current window not yet requested
@@ -246,12 +233,5 @@ class FirstPages:
 
     def close(self) -> None:
         pages, self._pages = self._pages, {}
-        for future in pages.values():
-            future.cancel()
-        for future in pages.values():
-            if not future.cancelled():
-                try:
-                    future.result()
-                except BaseException:  # noqa: BLE001 - not needed
-                    pass
+        _drop(list(pages.values()))
         self._pool.shutdown(wait=True)

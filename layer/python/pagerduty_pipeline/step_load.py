@@ -21,7 +21,7 @@ from .coverage import chunks, iso
 from .db import DB_FAILURES, close_quietly
 from .errors import InputError, OutOfTime, PagerDutyError, PipelineError
 from .loaders import Loader, is_full, parse_ts
-from .paging import FirstPages, Gauge, InOrder, WindowWalk
+from .paging import FirstPages, InOrder, WindowWalk
 from .runtime import (Budget, budget_for, db_error, failed, log_event, make_client, open_db, parse_envelope,
                       remaining_ms)
 from .schema import DIMENSION_ENDPOINTS, DIMENSIONS, ref_id
@@ -87,7 +87,6 @@ class ChunkLoader:
         self.alerts = alerts
         self.loader = Loader(conn)
         self.ahead = FirstPages()
-        self.gauge = Gauge(client.max_in_flight) if client is not None else None
 
     def add(self, key: str, n: int) -> None:
         self.counts[key] = self.counts.get(key, 0) + n
@@ -119,11 +118,11 @@ class ChunkLoader:
             return WindowWalk(self.client, "/incidents", "incidents", [("sort_by", "incident_number:asc")]
                               + [("include[]", i) for i in INCIDENT_INCLUDES] + filter_params(self.filters),
                               write=self.incident_page, position=self.cursor, out_of_time=self.budget.out_of_time,
-                              ahead=self.ahead, gauge=self.gauge)
+                              ahead=self.ahead)
         team_filter = [("team_ids[]", t) for t in self.filters.get("team_ids") or []]
         return WindowWalk(self.client, "/log_entries", "log_entries", [("include[]", "incidents")] + team_filter,
                           write=self.log_page, position=self.cursor, out_of_time=self.budget.out_of_time,
-                          ahead=self.ahead, gauge=self.gauge)
+                          ahead=self.ahead)
 
     def fetch_ahead(self, phase: str, chunk: list[str]) -> None:
         if not self.budget.out_of_time():
@@ -248,7 +247,7 @@ class ChunkLoader:
             c["after_id"] = done_upto
             notes.clear(), alerts.clear(), noted.clear()
 
-        fetches = InOrder(self.client.max_in_flight, "details", self.gauge)
+        fetches = InOrder(self.client.max_in_flight, "details")
         fetched, exhausted, stopped = 0, False, False
         try:
             while True:
