@@ -30,7 +30,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
-from harness import ROOT, TOKEN, start_server  # noqa: E402  (sets the import path and a fake AWS environment)
+from harness import ROOT, pipeline_env, start_server  # noqa: E402  (sets the import path and a fake AWS environment)
 
 UTC = timezone.utc
 START = datetime(2024, 3, 1, tzinfo=UTC)
@@ -61,7 +61,6 @@ def minimum_requests(n: int, policy: str) -> dict:
 
 def one_variant(n: int, latency_ms: float, policy: str, rate: int, in_flight: int) -> dict:
     """Run one variant in this process; returns its figures."""
-    import boto3
     from moto import mock_aws
 
     from pagerduty_pipeline import steps
@@ -76,12 +75,8 @@ def one_variant(n: int, latency_ms: float, policy: str, rate: int, in_flight: in
               "until": (START + timedelta(days=DAYS + 1)).strftime("%Y-%m-%dT%H:%M:%SZ")}
     try:
         with throwaway_postgres() as pg, mock_aws():
-            sm = boto3.client("secretsmanager")
-            env = pg.env()
-            env.update({"DB_SECRET_ARN": sm.create_secret(Name="db", SecretString=json.dumps(pg.secret()))["ARN"],
-                        "PAGERDUTY_TOKEN_SECRET_ARN": sm.create_secret(Name="pd", SecretString=TOKEN)["ARN"],
-                        "PAGERDUTY_API_URL": url, "PAGERDUTY_RATE_LIMIT_PER_MINUTE": str(rate),
-                        "PAGERDUTY_MAX_IN_FLIGHT": str(in_flight), "PIPELINE_ALERTS": policy})
+            env = pipeline_env(pg, url, PAGERDUTY_RATE_LIMIT_PER_MINUTE=str(rate),
+                               PAGERDUTY_MAX_IN_FLIGHT=str(in_flight), PIPELINE_ALERTS=policy)
             started = datetime.now(UTC)
             t0 = time.perf_counter()
             name = f"bench-{n}-{latency_ms:g}"

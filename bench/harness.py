@@ -4,6 +4,7 @@ so that it does not compete with the loader for the GIL."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -31,3 +32,16 @@ def start_server(n: int, *, start: datetime, days: float, seed: int = 42,
         proc.kill()
         raise RuntimeError("fake server did not start")
     return proc, url
+
+
+def pipeline_env(pg, url: str, **variables: str) -> dict:
+    """The steps' environment for a throwaway PostgreSQL and a local server: both secrets created in the active
+    moto Secrets Manager, no client-side rate limit unless ``variables`` set one, and any other variables."""
+    import boto3
+
+    sm = boto3.client("secretsmanager")
+    env = pg.env()
+    env.update({"DB_SECRET_ARN": sm.create_secret(Name="db", SecretString=json.dumps(pg.secret()))["ARN"],
+                "PAGERDUTY_TOKEN_SECRET_ARN": sm.create_secret(Name="pd", SecretString=TOKEN)["ARN"],
+                "PAGERDUTY_API_URL": url, "PAGERDUTY_RATE_LIMIT_PER_MINUTE": str(10 ** 9), **variables})
+    return env

@@ -19,9 +19,8 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 
-from harness import TOKEN, start_server  # noqa: E402  (sets the import path and a fake AWS environment)
+from harness import TOKEN, pipeline_env, start_server  # noqa: E402  (sets the import path and a fake AWS environment)
 
-import boto3  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 from pagerduty_pipeline import steps  # noqa: E402
@@ -186,12 +185,7 @@ def bench(n: int, durable: bool, baseline: bool, alerts: str = "resolved", in_fl
           f"PostgreSQL {'durable' if durable else 'fsync=off'}) ===", flush=True)
     try:
         with throwaway_postgres(durable=durable) as pg, mock_aws():
-            sm = boto3.client("secretsmanager")
-            env = pg.env()
-            env.update({"DB_SECRET_ARN": sm.create_secret(Name="db", SecretString=json.dumps(pg.secret()))["ARN"],
-                        "PAGERDUTY_TOKEN_SECRET_ARN": sm.create_secret(Name="pd", SecretString=TOKEN)["ARN"],
-                        "PAGERDUTY_API_URL": url, "PAGERDUTY_RATE_LIMIT_PER_MINUTE": str(10 ** 9),
-                        "PIPELINE_ALERTS": alerts, "PAGERDUTY_MAX_IN_FLIGHT": str(in_flight)})
+            env = pipeline_env(pg, url, PIPELINE_ALERTS=alerts, PAGERDUTY_MAX_IN_FLIGHT=str(in_flight))
             res = run_pipeline(env, window, f"bench-{n}", pg, proc.pid)
             conn = pg.connect()
             c2 = res["step2"]["counts"]

@@ -25,9 +25,8 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 
-from harness import TOKEN, start_server  # noqa: E402  (sets the import path and a fake AWS environment)
+from harness import pipeline_env, start_server  # noqa: E402  (sets the import path and a fake AWS environment)
 
-import boto3  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 from pagerduty_pipeline import runs, steps  # noqa: E402
@@ -250,11 +249,7 @@ def main() -> None:
     try:
         # a larger max_wal_size only spares the padding checkpoints; step 3 reads, it writes little
         with throwaway_postgres(extra_settings={"max_wal_size": "4GB"}) as pg, mock_aws():
-            sm = boto3.client("secretsmanager")
-            env = pg.env()
-            env.update({"DB_SECRET_ARN": sm.create_secret(Name="db", SecretString=json.dumps(pg.secret()))["ARN"],
-                        "PAGERDUTY_TOKEN_SECRET_ARN": sm.create_secret(Name="pd", SecretString=TOKEN)["ARN"],
-                        "PAGERDUTY_API_URL": url, "PAGERDUTY_RATE_LIMIT_PER_MINUTE": str(10 ** 9)})
+            env = pipeline_env(pg, url)
             t0 = time.perf_counter()
             state = steps_1_2(env, window, "initial")
             first3, r3 = step_3(env, state, "initial")
