@@ -80,9 +80,6 @@ class InOrder:
     def next_key(self):
         return self._queue[0][0] if self._queue else None
 
-    def last_key(self):
-        return self._queue[-1][0] if self._queue else None
-
     def take(self):
         """The oldest call's (key, result); its exception, if it failed."""
         key, future = self._queue.popleft()
@@ -103,7 +100,8 @@ class WindowWalk:
     exactly after committed work. ``api_total`` adds up the API's ``total`` of each (sub-)window walked.
 
     Once a window's total is known (its first page asks for it), the rest of its pages are requested
-    concurrently, up to the client's in-flight bound, and taken back in offset order."""
+    concurrently, up to the client's in-flight bound, and taken back in offset order; the next window's first
+    page is fetched ahead (``ahead``: the caller's, shared across walks, or the walk's own)."""
 
     def __init__(self, client: PagerDutyClient, path: str, key: str, base_params: list, *,
                  write: Callable[[list[dict]], None] | None = None, position: dict | None = None,
@@ -151,6 +149,7 @@ class WindowWalk:
 
         fetches = InOrder(self.client.max_in_flight, "fetch")
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
+        ahead = self.ahead or FirstPages()
         window_total: int | None = None  # the current window's total, once known
         planned = 0  # the offset of the next page of the current window not yet requested
         stopped = False
@@ -164,7 +163,7 @@ class WindowWalk:
                 window = windows[0]
                 if fetches.next_key() != (window[0], window[1], offset):
                     fetches.cancel()  # the walk went elsewhere (split, short page): re-plan from here
-                    early = self.ahead.take(self.path, window) if self.ahead and offset == 0 else None
+                    early = ahead.take(self.path, window) if offset == 0 else None
                     if early is not None:
                         fetches.adopt((window[0], window[1], 0), early)
                     else:
@@ -176,10 +175,8 @@ class WindowWalk:
                     fetches.submit((window[0], window[1], planned), self._fetch, window, planned, False)
                     planned += MAX_LIMIT
                 if window_total is not None and planned >= window_total and len(windows) > 1 \
-                        and not fetches.full() and not self.out_of_time():
-                    nxt = windows[1]  # the next window's first page (with its total) while this one ends
-                    if fetches.last_key() != (nxt[0], nxt[1], 0):
-                        fetches.submit((nxt[0], nxt[1], 0), self._fetch, nxt, 0, True)
+                        and not self.out_of_time():
+                    ahead.fetch(self, windows[1])  # the next window's first page while this one ends
                 try:
                     _, (items, more, total) = fetches.take()
                 except OutOfTime:
@@ -211,6 +208,8 @@ class WindowWalk:
             return not stopped
         finally:
             fetches.close()
+            if ahead is not self.ahead:
+                ahead.close()
             writer.shutdown(wait=True, cancel_futures=True)  # after a failure, later batches never run
 
 

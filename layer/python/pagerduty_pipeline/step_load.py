@@ -115,14 +115,14 @@ class ChunkLoader:
     def walker(self, phase: str) -> WindowWalk:
         """The paging walk of a list phase, positioned at the cursor."""
         if phase == "incidents":
-            return WindowWalk(self.client, "/incidents", "incidents", [("sort_by", "incident_number:asc")]
-                              + [("include[]", i) for i in INCIDENT_INCLUDES] + filter_params(self.filters),
-                              write=self.incident_page, position=self.cursor, out_of_time=self.budget.out_of_time,
-                              ahead=self.ahead)
-        team_filter = [("team_ids[]", t) for t in self.filters.get("team_ids") or []]
-        return WindowWalk(self.client, "/log_entries", "log_entries", [("include[]", "incidents")] + team_filter,
-                          write=self.log_page, position=self.cursor, out_of_time=self.budget.out_of_time,
-                          ahead=self.ahead)
+            params = [("sort_by", "incident_number:asc")] + [("include[]", i) for i in INCIDENT_INCLUDES] \
+                + filter_params(self.filters)
+            write = self.incident_page
+        else:  # /log_entries filters by team only
+            params = [("include[]", "incidents")] + filter_params({"team_ids": self.filters.get("team_ids")})
+            write = self.log_page
+        return WindowWalk(self.client, f"/{phase}", phase, params, write=write, position=self.cursor,
+                          out_of_time=self.budget.out_of_time, ahead=self.ahead)
 
     def fetch_ahead(self, phase: str, chunk: list[str]) -> None:
         if not self.budget.out_of_time():
