@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 
-from cdktf_cdktf_provider_aws.kms_alias import KmsAlias
-from cdktf_cdktf_provider_aws.kms_key import KmsKey
-from constructs import Construct
-
+from modules.cdk import Construct, KmsAlias, KmsKey
 from modules.settings import Settings
 
 

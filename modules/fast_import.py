@@ -1,8 +1,9 @@
 """Load the prebuilt AWS provider bindings lazily, without changing what they synthesize.
 
-The stock `cdktf_cdktf_provider_aws/__init__.py` imports all ~2,200 resource submodules in Python, and
-the jsii runtime's node process then `require`s every matching JavaScript module: together 10-25 s per
-process here. A stack uses a few dozen of them. `enable()` must run before cdktf is first imported:
+The stock provider package's `__init__.py` (`cdktf_cdktf_provider_aws`, or CDK Terrain's `cdktn_provider_aws`)
+imports all ~2,200 resource submodules in Python, and the jsii runtime's node process then `require`s every
+matching JavaScript module: together 10-25 s per process here. A stack uses a few dozen of them.
+`enable()` must run before the CDK (cdktf or cdktn, modules/cdk_flavour.py) is first imported:
 - Python: the package `__init__` runs without its trailing `from . import <submodule>` lines; submodules
   load on first import (or attribute access, through a module `__getattr__`).
 - Node: NODE_OPTIONS preloads `lazy_provider_index.js`, which turns the provider's `lib/index.js`
@@ -22,7 +23,10 @@ from pathlib import Path
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 
-PROVIDER_PACKAGE = "cdktf_cdktf_provider_aws"
+from modules.cdk_flavour import selected
+
+FLAVOUR = selected()
+PROVIDER_PACKAGE = FLAVOUR.provider_package
 STOCK_IMPORT_ENV = "STEPFUNC_STOCK_IMPORT"
 NODE_PRELOAD = Path(__file__).with_name("lazy_provider_index.js")
 _EAGER_SUBMODULE_IMPORT = re.compile(r"^from \. import \w+\n", re.MULTILINE)
@@ -43,7 +47,7 @@ def enable() -> bool:
         os.environ.setdefault(name, value)
     if stock_import_requested() or PROVIDER_PACKAGE in sys.modules:
         return False
-    if "cdktf" not in sys.modules:  # the jsii node process starts with cdktf's import: preload before it
+    if FLAVOUR.core_package not in sys.modules:  # the jsii node process starts with the CDK's import
         preload = f'--require "{NODE_PRELOAD}"'
         node_options = os.environ.get("NODE_OPTIONS", "")
         if preload not in node_options:

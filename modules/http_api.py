@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import json
 
-from cdktf_cdktf_provider_aws.apigatewayv2_api import Apigatewayv2Api
-from cdktf_cdktf_provider_aws.apigatewayv2_authorizer import (
+from modules.cdk import (
+    Apigatewayv2Api,
     Apigatewayv2Authorizer,
     Apigatewayv2AuthorizerJwtConfiguration,
-)
-from cdktf_cdktf_provider_aws.apigatewayv2_integration import Apigatewayv2Integration
-from cdktf_cdktf_provider_aws.apigatewayv2_route import Apigatewayv2Route
-from cdktf_cdktf_provider_aws.apigatewayv2_stage import (
+    Apigatewayv2Integration,
+    Apigatewayv2Route,
     Apigatewayv2Stage,
     Apigatewayv2StageAccessLogSettings,
     Apigatewayv2StageDefaultRouteSettings,
+    CloudwatchLogGroup,
+    Construct,
+    IamRole,
+    IamRolePolicy,
 )
-from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
-from cdktf_cdktf_provider_aws.iam_role import IamRole
-from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
-from constructs import Construct
-
 from modules.iam import assume_role_policy, policy_document, statement
 from modules.settings import Settings
 

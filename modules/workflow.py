@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 
-from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
-from cdktf_cdktf_provider_aws.iam_role import IamRole
-from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
-from cdktf_cdktf_provider_aws.sfn_state_machine import (
+from modules.cdk import (
+    CloudwatchLogGroup,
+    Construct,
+    IamRole,
+    IamRolePolicy,
     SfnStateMachine,
     SfnStateMachineLoggingConfiguration,
     SfnStateMachineTracingConfiguration,
 )
-from constructs import Construct
-
 from modules.definition import build_definition
 from modules.iam import assume_role_policy, policy_document, statement
 from modules.settings import Settings
