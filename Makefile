@@ -11,8 +11,9 @@ PIPENV_VERSION := 2026.10.3
 PYTHON_VERSION := 3.13
 PIPENV := python3 -m pipenv
 CHECKOV := .tools/checkov/bin/checkov
+CDKTN_ENV := .tools/cdktn/.installed
 
-.PHONY: setup python-env node-env tools run synth validate test bench clean rehearse
+.PHONY: setup python-env node-env tools cdk-terrain-env cdk-terrain-check lock-providers run synth validate test bench clean rehearse
 
 setup: python-env node-env tools
 
@@ -28,14 +29,35 @@ node_modules/.synced: package-lock.json
 	touch $@
 
 # Scanners live in their own virtualenv: checkov pins boto3 to a version that conflicts with the app's.
-tools: $(CHECKOV)
+tools: $(CHECKOV) cdk-terrain-env
 $(CHECKOV): tools/checkov-requirements.txt .venv/.synced
 	.venv/bin/python -m venv --clear .tools/checkov
 	.tools/checkov/bin/pip install --quiet --disable-pip-version-check -r tools/checkov-requirements.txt
 	touch $@
 
+# CDK Terrain (cdktn), the community continuation of the archived CDKTF, in its own virtualenv: the app
+# synthesized with it must give the default's Terraform JSON (docs/cdk-terrain.md). Rebuilt when the pins change.
+# --no-compile: byte-compiling all ~2,200 provider modules takes 2+ minutes; the lazy import uses a few dozen.
+cdk-terrain-env: $(CDKTN_ENV)
+$(CDKTN_ENV): tools/cdktn-requirements.txt | .venv/.synced
+	.venv/bin/python -m venv --clear .tools/cdktn
+	.tools/cdktn/bin/pip install --quiet --disable-pip-version-check --no-compile -r tools/cdktn-requirements.txt
+	touch $@
+
+cdk-terrain-check: python-env cdk-terrain-env
+	$(PIPENV) run python -m tools.cdk_terrain_check $(CHECK_ARGS)
+
 synth: python-env
 	$(PIPENV) run python main.py
+
+# Add provider checksums for the platforms you deploy from to the committed lock file (needs the registry, so
+# network): make lock-providers PLATFORMS="linux_amd64 darwin_arm64". Also the step after raising the provider
+# version in modules/stack.py. README, "Provider versions".
+PLATFORMS ?= linux_amd64 linux_arm64 darwin_amd64 darwin_arm64
+LOCK_STACK := cdktf.out/stacks/stepfuncproject-state
+lock-providers: synth
+	terraform -chdir=$(LOCK_STACK) providers lock $(foreach platform,$(PLATFORMS),-platform=$(platform))
+	cp $(LOCK_STACK)/.terraform.lock.hcl .terraform.lock.hcl
 
 validate: synth
 	$(PIPENV) run python -m tools.validate cdktf.out

@@ -24,6 +24,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--environment", "-e", action="append", help="environment to synthesize (repeatable)")
     parser.add_argument("--settings", type=Path, default=ENVIRONMENTS_FILE, help="per-environment overrides file")
     parser.add_argument("--backend", type=Path, default=BACKEND_FILE, help="S3 backend settings file")
+    parser.add_argument("--bootstrap-state", action="store_true",
+                        help="first apply of the state backend only: its state in a local file, to migrate after")
     parser.add_argument("--allow-state-destroy", action="store_true",
                         help="retiring the state backend only: lift the bucket's and lock table's destroy guards")
     parser.add_argument("--outdir", type=Path, default=Path(os.environ.get("CDKTF_OUTDIR", "cdktf.out")))
@@ -40,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from modules.app import synthesize
 
-    for folder in synthesize(settings, args.outdir, backend, args.allow_state_destroy):
+    for folder in synthesize(settings, args.outdir, backend, args.allow_state_destroy,
+                             args.bootstrap_state):
         print(f"synthesized {folder}")
     return 0
 

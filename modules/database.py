@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
-from cdktf_cdktf_provider_aws.db_instance import DbInstance
-from cdktf_cdktf_provider_aws.db_parameter_group import DbParameterGroup, DbParameterGroupParameter
-from cdktf_cdktf_provider_aws.db_subnet_group import DbSubnetGroup
-from cdktf_cdktf_provider_aws.iam_role import IamRole
-from cdktf_cdktf_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
-from constructs import Construct
-
+from modules.cdk import (
+    CloudwatchLogGroup,
+    Construct,
+    DataResource,
+    DbInstance,
+    DbParameterGroup,
+    DbParameterGroupParameter,
+    DbSubnetGroup,
+    Fn,
+    IamRole,
+    IamRolePolicyAttachment,
+)
 from modules.iam import assume_role_policy
 from modules.network import Network
 from modules.settings import Settings
@@ -28,9 +32,14 @@ class Database(Construct):
         subnet_group = DbSubnetGroup(
             self, "subnet_group", name=f"{settings.name_prefix}-db-subnets", subnet_ids=network.subnet_ids,
             description=f"{settings.name_prefix} PostgreSQL in the private subnets")
+        major = db.engine_version.split(".")[0]
+        # Replaced (not updated) when its family or description changes: created first under a new name from
+        # the prefix, the instance switched to it, then the old group deleted.
         parameter_group = DbParameterGroup(
-            self, "parameter_group", name=f"{settings.name_prefix}-postgres17", family="postgres17",
-            description=f"{settings.name_prefix} PostgreSQL 17: TLS only, slow and DDL statements logged",
+            self, "parameter_group", name_prefix=f"{settings.name_prefix}-postgres{major}-",
+            family=f"postgres{major}",
+            description=db.parameter_group_description
+            or f"{settings.name_prefix} PostgreSQL {major}: TLS only, slow and DDL statements logged",
             parameter=[
                 DbParameterGroupParameter(name="rds.force_ssl", value="1"),
                 DbParameterGroupParameter(name="log_min_duration_statement",
@@ -88,9 +97,22 @@ class Database(Construct):
             enabled_cloudwatch_logs_exports=list(db.log_exports),
             deletion_protection=db.deletion_protection,
             skip_final_snapshot=not db.final_snapshot,
-            final_snapshot_identifier=f"{identifier}-final" if db.final_snapshot else None,
+            final_snapshot_identifier=(f"{identifier}-final-{self._snapshot_suffix(identifier)}"
+                                       if db.final_snapshot else None),
             depends_on=log_groups,
         )
+        # The provider keeps "17" while RDS reports 17.x: show what actually runs.
+        self.engine_version_actual = self.instance.engine_version_actual
         self.address = self.instance.address
         self.port = self.instance.port
         self.secret_arn = self.instance.master_user_secret.get(0).secret_arn
+
+    def _snapshot_suffix(self, identifier: str) -> str:
+        """Eight hex digits, new for every instance this stack creates and fixed for its lifetime.
+
+        Snapshot names are unique per account and region, and a final snapshot outlives its instance: a fixed
+        `<id>-final` makes the second teardown of a rebuilt environment fail (DBSnapshotAlreadyExists).
+        terraform_data's id is a random UUID chosen when it is created (the built-in resource, no provider).
+        """
+        generation = DataResource(self, "instance_generation", triggers_replace={"identifier": identifier})
+        return Fn.substr(Fn.replace(generation.id, "-", ""), 0, 8)

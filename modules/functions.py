@@ -6,21 +6,21 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from cdktf import AssetType, TerraformAsset
-from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
-from cdktf_cdktf_provider_aws.iam_role import IamRole
-from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
-from cdktf_cdktf_provider_aws.lambda_function import (
+from modules import packaging
+from modules.cdk import (
+    AssetType,
+    CloudwatchLogGroup,
+    Construct,
+    IamRole,
+    IamRolePolicy,
     LambdaFunction,
     LambdaFunctionEnvironment,
     LambdaFunctionLoggingConfig,
     LambdaFunctionTracingConfig,
     LambdaFunctionVpcConfig,
+    LambdaLayerVersion,
+    TerraformAsset,
 )
-from cdktf_cdktf_provider_aws.lambda_layer_version import LambdaLayerVersion
-from constructs import Construct
-
-from modules import packaging
 from modules.iam import assume_role_policy, policy_document, statement
 from modules.network import Network
 from modules.settings import Settings
@@ -42,7 +42,7 @@ FUNCTIONS = (
     FunctionSpec("lambda_1", "Validates the request, migrates the schema, loads reference data, counts incidents", True,
                  reads_own_executions=True),
     FunctionSpec("lambda_2", "Loads the window's incidents, log entries, notes and alerts (resumable)", True),
-    FunctionSpec("lambda_3", "Validates the loaded data and advances the watermark", True),
+    FunctionSpec("lambda_3", "Validates the loaded data and advances the watermark", False),
     FunctionSpec("lambda_error_handler", "Records the failed step, error and cause on the run", False),
 )
 
@@ -85,6 +85,9 @@ class Functions(Construct):
             "DB_NAME": settings.database.database_name,
             "DB_SECRET_ARN": db_secret_arn,
             "DB_SSL": "require",
+        }
+        # Only the functions that call PagerDuty are told where its token is (and may read it, below).
+        pagerduty_environment = {
             "PAGERDUTY_TOKEN_SECRET_ARN": pagerduty_token_secret_arn,
             "PAGERDUTY_API_URL": settings.pagerduty.api_url,
             "PAGERDUTY_RATE_LIMIT_PER_MINUTE": str(settings.pagerduty.rate_limit_per_minute),
@@ -140,7 +143,8 @@ class Functions(Construct):
                 memory_size=config.memory_mb,
                 reserved_concurrent_executions=config.reserved_concurrency,
                 kms_key_arn=kms_key_arn,
-                environment=LambdaFunctionEnvironment(variables=environment),
+                environment=LambdaFunctionEnvironment(variables={
+                    **environment, **(pagerduty_environment if spec.reads_pagerduty_token else {})}),
                 vpc_config=LambdaFunctionVpcConfig(subnet_ids=network.subnet_ids,
                                                    security_group_ids=[network.lambda_sg.id]),
                 tracing_config=LambdaFunctionTracingConfig(mode="Active"),

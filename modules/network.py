@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from cdktf_cdktf_provider_aws.data_aws_subnet import DataAwsSubnet
-from cdktf_cdktf_provider_aws.data_aws_vpc import DataAwsVpc
-from cdktf_cdktf_provider_aws.security_group import SecurityGroup
-from cdktf_cdktf_provider_aws.vpc_security_group_egress_rule import VpcSecurityGroupEgressRule
-from cdktf_cdktf_provider_aws.vpc_security_group_ingress_rule import VpcSecurityGroupIngressRule
-from constructs import Construct
-
+from modules.cdk import (
+    Construct,
+    DataAwsSubnet,
+    DataAwsVpc,
+    SecurityGroup,
+    VpcSecurityGroupEgressRule,
+    VpcSecurityGroupIngressRule,
+)
 from modules.settings import Settings
 
 
@@ -28,13 +29,17 @@ class Network(Construct):
         ]
         self.subnet_ids = [subnet.id for subnet in self.subnets]
 
+        net = settings.network
+        # A changed description or VPC replaces a group. The replacement is created first (the functions and
+        # the database move to it, then the old group goes), so names are prefixes with a suffix Terraform
+        # makes unique: a fixed name would collide with the group it replaces (InvalidGroup.Duplicate).
         self.lambda_sg = SecurityGroup(
-            self, "lambda_sg", name=f"{prefix}-lambda-sg", vpc_id=self.vpc.id,
-            description=f"{prefix} pipeline functions: egress to the database and HTTPS only",
+            self, "lambda_sg", name_prefix=f"{prefix}-lambda-", vpc_id=self.vpc.id,
+            description=net.lambda_sg_description or f"{prefix} pipeline functions: egress to the database and HTTPS only",
             tags={"Name": f"{prefix}-lambda-sg"}, lifecycle={"create_before_destroy": True})
         self.rds_sg = SecurityGroup(
-            self, "rds_sg", name=f"{prefix}-rds-sg", vpc_id=self.vpc.id,
-            description=f"{prefix} PostgreSQL: ingress from the pipeline functions only",
+            self, "rds_sg", name_prefix=f"{prefix}-rds-", vpc_id=self.vpc.id,
+            description=net.rds_sg_description or f"{prefix} PostgreSQL: ingress from the pipeline functions only",
             tags={"Name": f"{prefix}-rds-sg"}, lifecycle={"create_before_destroy": True})
 
         port = settings.database.port

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from cdktf_cdktf_provider_aws.secretsmanager_secret import SecretsmanagerSecret
-from constructs import Construct
-
+from modules.cdk import Construct, SecretsmanagerSecret
 from modules.settings import Settings
 
 
@@ -17,8 +15,10 @@ class PagerDutyToken(Construct):
         if settings.pagerduty.token_secret_arn:
             self.secret_arn: str = settings.pagerduty.token_secret_arn
             return
+        # A deleted secret keeps its name for the recovery window, so a fixed name would stop the environment
+        # being rebuilt within it: the name gets a unique suffix (the functions receive the ARN).
         secret = SecretsmanagerSecret(
-            self, "secret", name=f"{settings.name_prefix}/pagerduty-api-token", kms_key_id=kms_key_arn,
-            recovery_window_in_days=7,
+            self, "secret", name_prefix=f"{settings.name_prefix}/pagerduty-api-token-", kms_key_id=kms_key_arn,
+            recovery_window_in_days=settings.pagerduty.token_recovery_window_days,
             description='PagerDuty REST API token (plain string or {"token": "..."}), set by the operator')
         self.secret_arn = secret.arn

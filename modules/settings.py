@@ -23,6 +23,9 @@ SECRET_ARN = r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
                       2557, 2922, 3288, 3653)
 
+# What EC2 accepts in a security group description (and RDS in a parameter group's), up to 255 characters.
+DESCRIPTION = r"^[A-Za-z0-9 ._\-:/()#,@\[\]+=&;{}!$*]{1,255}$"
+
 SubnetId = Annotated[str, Field(pattern=SUBNET_ID)]
 
 
@@ -40,6 +43,10 @@ class NetworkSettings(_Strict):
     # Where the functions may open HTTPS (PagerDuty, AWS APIs through NAT). Narrow it when the
     # subnets reach AWS through VPC endpoints and PagerDuty through a proxy.
     https_egress_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
+    # A security group's description cannot change in place: a new one replaces the group (names come from a
+    # prefix, so the replacement is created before the old group goes). None: the built-in text.
+    lambda_sg_description: str | None = Field(None, pattern=DESCRIPTION)
+    rds_sg_description: str | None = Field(None, pattern=DESCRIPTION)
 
     @field_validator("private_subnet_ids")
     @classmethod
@@ -62,7 +69,10 @@ class NetworkSettings(_Strict):
 
 
 class DatabaseSettings(_Strict):
-    engine_version: str = Field("17.5", pattern=r"^17\.\d+$")
+    # The major version only (the default) lets RDS choose the minor version and upgrade it in the maintenance
+    # window: the provider treats "17" as matching 17.5, 17.6, ... so plans never try to go back. A pinned
+    # minor ("17.5") is allowed, but plans fail once RDS upgrades it and new instances fail once AWS retires it.
+    engine_version: str = Field("17", pattern=r"^17(\.\d+)?$")
     instance_class: str = Field("db.t4g.micro", pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")
     allocated_storage_gb: int = Field(20, ge=20, le=65536)
     max_allocated_storage_gb: int = Field(30, ge=20, le=65536)
@@ -78,6 +88,7 @@ class DatabaseSettings(_Strict):
     log_exports: tuple[Literal["postgresql", "upgrade", "iam-db-auth-error"], ...] = ("postgresql", "upgrade")
     log_min_duration_statement_ms: int = Field(1000, ge=-1)
     monitoring_interval_seconds: Literal[0, 1, 5, 10, 15, 30, 60] = 60
+    parameter_group_description: str | None = Field(None, pattern=DESCRIPTION)  # a change replaces the group
 
     @field_validator("master_username")
     @classmethod
@@ -155,6 +166,16 @@ class PagerDutySettings(_Strict):
     # When alerts are fetched: "resolved" once an incident is resolved (its alerts can no longer change) and
     # again only if its alert_counts change; "all" whenever alert_counts change; "off" never.
     alerts: Literal["all", "resolved", "off"] = "resolved"
+    # Days a deleted token secret can be restored (0: deleted at once). Its name has a unique suffix, so an
+    # environment rebuilt within the window does not collide with the secret still scheduled for deletion.
+    token_recovery_window_days: int = Field(7, ge=0, le=30)
+
+    @field_validator("token_recovery_window_days")
+    @classmethod
+    def _recovery_window(cls, value: int) -> int:
+        if 0 < value < 7:
+            raise ValueError("Secrets Manager accepts 0 (delete at once) or 7 to 30 days")
+        return value
 
 
 class Settings(_Strict):
@@ -265,7 +286,9 @@ class S3BackendSettings(_Strict):
     encrypt: Literal[True]
     dynamodb_table: str = Field(pattern=r"^[A-Za-z0-9_.-]{3,255}$")
     use_lockfile: bool
-    kms_key_id: str | None = None
+    # The state key's alias (created by the bootstrap stack). Without it Terraform asks S3 for SSE-S3 (AES256)
+    # on every write, overriding the bucket's KMS default.
+    kms_key_id: str = Field(pattern=r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:)?alias/[A-Za-z0-9/_-]{1,250}$")
 
 
 def load_backend(path: Path = BACKEND_FILE) -> dict[str, Any]:

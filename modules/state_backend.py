@@ -1,73 +1,90 @@
-"""Bootstrap stack: the S3 bucket and DynamoDB table that hold the main stacks' Terraform state and locks.
+"""Bootstrap stack: the S3 bucket, DynamoDB table and KMS key that hold the main stacks' Terraform state and locks.
 
-It keeps its own state locally (it cannot live in the bucket it creates); see README "Remote state".
-Names come from backend.tf.json, so the backend the main stacks use and the one created here never differ.
+Its own state starts as a local file (the bucket does not exist before its first apply) and then moves into
+the bucket it created, under its own key, the way the tfstate-backend modules do it: synthesize with
+`--bootstrap-state` for the first apply only, then without it and `terraform init -migrate-state`
+(README, "Remote state"). Names (bucket, table, key alias) come from backend.tf.json, so the backend the
+stacks use and the one created here never differ.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any
 
-from cdktf import LocalBackend, TerraformOutput, TerraformStack
-from cdktf_cdktf_provider_aws.data_aws_caller_identity import DataAwsCallerIdentity
-from cdktf_cdktf_provider_aws.data_aws_partition import DataAwsPartition
-from cdktf_cdktf_provider_aws.dynamodb_table import (
+from modules.cdk import (
+    Construct,
+    DataAwsCallerIdentity,
+    DataAwsPartition,
     DynamodbTable,
     DynamodbTableAttribute,
     DynamodbTablePointInTimeRecovery,
     DynamodbTableServerSideEncryption,
-)
-from cdktf_cdktf_provider_aws.s3_bucket import S3Bucket
-from cdktf_cdktf_provider_aws.s3_bucket_lifecycle_configuration import (
+    LocalBackend,
+    S3Backend,
+    S3Bucket,
     S3BucketLifecycleConfiguration,
     S3BucketLifecycleConfigurationRule,
     S3BucketLifecycleConfigurationRuleAbortIncompleteMultipartUpload,
     S3BucketLifecycleConfigurationRuleFilter,
     S3BucketLifecycleConfigurationRuleNoncurrentVersionExpiration,
-)
-from cdktf_cdktf_provider_aws.s3_bucket_ownership_controls import (
     S3BucketOwnershipControls,
     S3BucketOwnershipControlsRule,
-)
-from cdktf_cdktf_provider_aws.s3_bucket_policy import S3BucketPolicy
-from cdktf_cdktf_provider_aws.s3_bucket_public_access_block import S3BucketPublicAccessBlock
-from cdktf_cdktf_provider_aws.s3_bucket_server_side_encryption_configuration import (
+    S3BucketPolicy,
+    S3BucketPublicAccessBlock,
     S3BucketServerSideEncryptionConfigurationA,
     S3BucketServerSideEncryptionConfigurationRuleA,
     S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA,
+    S3BucketVersioningA,
+    S3BucketVersioningVersioningConfiguration,
+    TerraformOutput,
+    TerraformStack,
 )
-from cdktf_cdktf_provider_aws.s3_bucket_versioning import S3BucketVersioningA, S3BucketVersioningVersioningConfiguration
-from constructs import Construct
-
 from modules.encryption import administered_through_iam, rotating_key
 from modules.stack import configure_aws
 
 STACK_NAME = "stepfuncproject-state"
-# Relative to the stack's working directory (cdktf.out/stacks/<stack>): state/ at the project root,
-# outside cdktf.out so a clean synth never loses it.
-LOCAL_STATE_PATH = f"../../../state/{STACK_NAME}.tfstate"
+ROOT = Path(__file__).resolve().parent.parent
+# Where the first apply keeps the state until it is migrated into the bucket: state/ at the project root,
+# outside cdktf.out so a clean synth never loses it (gitignored: it is migrated, not committed).
+LOCAL_STATE_FILE = ROOT / "state" / f"{STACK_NAME}.tfstate"
+STATE_KEY_PREFIX = "state-backend"  # no environment can be named this (environment names have no hyphen)
 NONCURRENT_VERSION_DAYS = 90  # how long superseded state versions are kept for recovery
 
 
-class StateBackendStack(TerraformStack):
-    """The S3 state bucket and DynamoDB lock table, guarded against destroy.
+def key_alias(kms_key_id: str) -> str:
+    """The alias name (``alias/...``) backend.tf.json's kms_key_id names, given as a name or an alias ARN."""
+    return "alias/" + kms_key_id.split(":alias/", 1)[-1].removeprefix("alias/")
 
-    ``allow_destroy`` is for retiring the backend only (README, "Remote state"): it lifts
-    ``prevent_destroy`` and the table's deletion protection and lets Terraform empty the bucket.
+
+class StateBackendStack(TerraformStack):
+    """The S3 state bucket, DynamoDB lock table and their KMS key, guarded against destroy.
+
+    ``local_state_dir`` (the stack's output folder) is given for the very first apply only: the state is then
+    a local file, to be migrated into the bucket. ``allow_destroy`` is for retiring the backend only
+    (README, "Remote state"): it lifts ``prevent_destroy`` and the table's deletion protection and lets
+    Terraform empty the bucket.
     """
 
     def __init__(self, scope: Construct, backend: dict[str, Any], project: str = "stepfuncproject",
-                 allow_destroy: bool = False) -> None:
+                 allow_destroy: bool = False, local_state_dir: Path | None = None) -> None:
         super().__init__(scope, STACK_NAME)
-        LocalBackend(self, path=LOCAL_STATE_PATH)
+        if local_state_dir is not None:
+            LocalBackend(self, path=os.path.relpath(LOCAL_STATE_FILE, local_state_dir.resolve()))
+        else:
+            config = {**backend, "key": f"{STATE_KEY_PREFIX}/{backend['key']}"}
+            S3Backend(self, bucket=config["bucket"], key=config["key"])
+            for field, value in config.items():
+                self.add_override(f"terraform.backend.s3.{field}", value)
         configure_aws(self, backend["region"], {"Project": project, "Environment": "shared", "ManagedBy": "cdktf",
                                                 "Purpose": "terraform-state"})
         account_id = DataAwsCallerIdentity(self, "caller").account_id
         partition = DataAwsPartition(self, "partition").partition
 
         key = rotating_key(self, "state_key", "state_key_alias", description=f"{project} Terraform state and locks",
-                           alias=f"alias/{project}-terraform-state",
+                           alias=key_alias(backend["kms_key_id"]),
                            statements=[administered_through_iam(account_id, partition)])
 
         bucket = S3Bucket(self, "state_bucket", bucket=backend["bucket"], force_destroy=allow_destroy or None,
@@ -116,4 +133,4 @@ class StateBackendStack(TerraformStack):
         TerraformOutput(self, "LockTable", value=table.name, static_id=True,
                         description="DynamoDB lock table (backend.tf.json dynamodb_table)")
         TerraformOutput(self, "StateKeyArn", value=key.arn, static_id=True,
-                        description="KMS key encrypting state objects and lock items")
+                        description="KMS key encrypting state objects (backend.tf.json kms_key_id) and lock items")

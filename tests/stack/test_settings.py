@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from modules.settings import Settings, load_settings, settings_for
-from tests.support.synth import ROOT, run_main
+from tests.support.synth import ROOT, only, run_main
 
 GOOD_BACKEND = json.loads((ROOT / "backend.tf.json").read_text())
 
@@ -62,6 +62,13 @@ BAD_SETTINGS = [
                  ["dev.pagerduty.max_in_flight", "greater than or equal to 1"], id="nothing-in-flight"),
     pytest.param({"dev": {"pagerduty": {"alerts": "some"}}},
                  ["dev.pagerduty.alerts", "'all', 'resolved' or 'off'"], id="unknown-alert-policy"),
+    pytest.param({"dev": {"database": {"engine_version": "16.4"}}},
+                 ["dev.database.engine_version", "'16.4' does not match"], id="other-major-version"),
+    pytest.param({"dev": {"pagerduty": {"token_recovery_window_days": 3}}},
+                 ["dev.pagerduty.token_recovery_window_days", "0 (delete at once) or 7 to 30 days"],
+                 id="recovery-window-secrets-manager-refuses"),
+    pytest.param({"dev": {"network": {"rds_sg_description": "caf\u00e9 <db>"}}},
+                 ["dev.network.rds_sg_description", "does not match"], id="description-ec2-refuses"),
     pytest.param({"dev": {}, "prod": {"database": {"port": "five"}}}, ["prod.database.port"],
                  id="one-bad-environment-stops-all"),
     pytest.param({"dev": []}, ["environment 'dev' must map to an object"], id="environment-not-an-object"),
@@ -84,6 +91,9 @@ def test_bad_settings_are_refused_and_nothing_is_written(tmp_path: Path, environ
     pytest.param({"dynamodb_table": None}, "terraform.backend.s3.dynamodb_table", id="no-lock-table"),
     pytest.param({"buckett": "x"}, "terraform.backend.s3.buckett: unknown setting", id="unknown-backend-key"),
     pytest.param({"key": "state.json"}, "terraform.backend.s3.key", id="key-not-tfstate"),
+    pytest.param({"kms_key_id": None}, "terraform.backend.s3.kms_key_id: Field required", id="state-not-kms"),
+    pytest.param({"kms_key_id": "arn:aws:kms:eu-west-2:123456789012:key/abc"}, "terraform.backend.s3.kms_key_id",
+                 id="state-key-not-an-alias"),
 ])
 def test_bad_backend_is_refused(tmp_path: Path, change: dict[str, object], expected: str) -> None:
     s3 = {key: value for key, value in {**GOOD_BACKEND["terraform"]["backend"]["s3"], **change}.items()
@@ -126,7 +136,24 @@ def test_the_api_pace_and_alert_policy_are_set_per_environment(tmp_path: Path) -
     assert code == 0, stderr
     for env, expected in (("dev", ("480", "4", "off")), ("prod", ("900", "8", "resolved"))):
         config = json.loads((outdir / "stacks" / f"stepfuncproject-{env}" / "cdk.tf.json").read_text())
-        for fn in config["resource"]["aws_lambda_function"].values():
+        callers = [fn for fn in config["resource"]["aws_lambda_function"].values()
+                   if "PAGERDUTY_TOKEN_SECRET_ARN" in fn["environment"]["variables"]]
+        assert len(callers) == 2  # steps 1 and 2 call PagerDuty; the others are not told about it
+        for fn in callers:
             variables = fn["environment"]["variables"]
             assert (variables["PAGERDUTY_RATE_LIMIT_PER_MINUTE"], variables["PAGERDUTY_MAX_IN_FLIGHT"],
                     variables["PIPELINE_ALERTS"]) == expected
+
+
+def test_descriptions_are_settings(tmp_path: Path) -> None:
+    """Descriptions force a replacement; they are settings so the replacement path can be exercised on purpose."""
+    code, stderr, outdir = synth_with(tmp_path, {"dev": {
+        "network": {"lambda_sg_description": "functions v2", "rds_sg_description": "database v2"},
+        "database": {"parameter_group_description": "parameters v2"},
+        "pagerduty": {"token_recovery_window_days": 0}}})
+    assert code == 0, stderr
+    stack = json.loads((outdir / "stacks" / "stepfuncproject-dev" / "cdk.tf.json").read_text())
+    assert sorted(g["description"] for g in stack["resource"]["aws_security_group"].values()) == [
+        "database v2", "functions v2"]
+    assert only(stack["resource"], "aws_db_parameter_group")["description"] == "parameters v2"
+    assert only(stack["resource"], "aws_secretsmanager_secret")["recovery_window_in_days"] == 0

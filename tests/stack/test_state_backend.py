@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from modules.settings import load_backend
 from tests.support.synth import only
 
 Stack = dict[str, Any]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_names_come_from_the_backend_file(stacks: dict[str, Stack]) -> None:
@@ -19,9 +25,36 @@ def test_names_come_from_the_backend_file(stacks: dict[str, Stack]) -> None:
     assert state["provider"]["aws"][0]["region"] == backend["region"]
 
 
-def test_bootstrap_keeps_its_own_state_locally_outside_cdktf_out(stacks: dict[str, Stack]) -> None:
+def test_bootstrap_keeps_its_state_in_its_own_bucket_under_its_own_key(stacks: dict[str, Stack]) -> None:
+    backend = load_backend()
     assert stacks["state"]["terraform"]["backend"] == {
-        "local": {"path": "../../../state/stepfuncproject-state.tfstate"}}
+        "s3": {**backend, "key": f"state-backend/{backend['key']}"}}
+
+
+def test_state_objects_are_encrypted_with_the_key_the_bootstrap_creates(stacks: dict[str, Stack]) -> None:
+    """backend.tf.json names the key's alias: without kms_key_id Terraform writes state as SSE-S3 (AES256)."""
+    backend = load_backend()
+    assert backend["encrypt"] is True and backend["kms_key_id"] == "alias/stepfuncproject-terraform-state"
+    alias = only(stacks["state"]["resource"], "aws_kms_alias")
+    assert alias["name"] == backend["kms_key_id"]
+    for env in ("dev", "prod"):
+        assert stacks[env]["terraform"]["backend"]["s3"]["kms_key_id"] == backend["kms_key_id"]
+
+
+@pytest.mark.parametrize("outdir", ["cdktf.out", "elsewhere/deeper/out"])
+def test_the_first_apply_keeps_state_in_state_dir_whatever_the_outdir(tmp_path: Path, outdir: str) -> None:
+    """`--bootstrap-state`: a local state file at <project>/state/, found from any --outdir."""
+    from modules.state_backend import LOCAL_STATE_FILE
+
+    out = tmp_path / outdir
+    code = subprocess.run([sys.executable, "main.py", "--environment", "dev", "--bootstrap-state", "--outdir",
+                           str(out)], cwd=ROOT, capture_output=True, text=True).returncode
+    assert code == 0
+    folder = out / "stacks" / "stepfuncproject-state"
+    config = json.loads((folder / "cdk.tf.json").read_text())
+    (path,) = (config["terraform"]["backend"]["local"]["path"],)
+    assert (folder / path).resolve() == LOCAL_STATE_FILE
+    assert (ROOT / ".gitignore").read_text().count("state/*.tfstate*") == 1  # migrated, never committed
 
 
 def test_bucket_is_versioned_encrypted_private_and_tls_only(stacks: dict[str, Stack]) -> None:
