@@ -3,14 +3,17 @@
 Usage::
 
     python -m review.plan_all [--stacks NAME ...] [--exclude NAME ...] [--out review-plans]
-                              [--no-backend] [--no-synth] [--lock]
+                              [--no-backend] [--no-synth] [--lock] [--commit SHA]
 
 Steps: ``python main.py`` (skip with ``--no-synth``), then for each
 ``cdktf.out/stacks/<stack>/``: ``terraform init``, ``terraform plan -out``,
 ``terraform show -json`` and ``terraform show``. Kept per stack under
 ``<out>/<stack>/``: ``tfplan`` (binary plan), ``plan.json``, ``plan.txt``,
 ``plan.md`` and ``terraform.log`` (``error.txt`` when it failed). ``<out>/summary.md``
-combines the stacks in one text that fits a GitHub comment.
+combines the stacks in one text that fits a GitHub comment. It names the commit
+planned and when (``--commit``, else env ``PLAN_COMMIT`` or ``GITHUB_SHA``, else
+``git rev-parse HEAD``), for readers and in a hidden marker line for the
+workflow, which marks an older comment stale (``review.pr_comment``).
 
 ``--no-backend`` (or ``TF_NO_BACKEND=1``) plans without the remote state: for
 forks and CI without AWS credentials. ``terraform init -backend=false`` alone
@@ -28,17 +31,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from review.plan_summary import ACTIONS, GITHUB_COMMENT_LIMIT, count_actions, render_markdown
+from review.pr_comment import COMMENT_MARKER, commit_marker
 from tools.terraform import TerraformError, copy_with_local_backend, run_logged
 
-COMMENT_MARKER = "<!-- review-plans:summary -->"
 SUMMARY_BUDGET = GITHUB_COMMENT_LIMIT - 536  # head room for the workflow's own additions
 PLAN_FILES = ("tfplan", "plan.json", "plan.txt", "plan.md", "terraform.log", "error.txt")
 OVERRIDE_NAME = "zz_review_no_backend_override.tf.json"
@@ -58,6 +63,77 @@ class StackResult:
     hint: str = ""
     log: str = ""
     local_state: bool = False
+
+
+@dataclass
+class PlanCommit:
+    """What was planned: the commit (None when unknown), the UTC time planning started, and the commit
+    checked out when it is another one (a pull request's merge with its base branch)."""
+    sha: str | None
+    planned_at: datetime
+    checked_out: str | None = None
+    merge: bool = False  # ``checked_out`` is a merge commit with ``sha`` as a parent
+
+    def line(self) -> str:
+        """The sentence at the top of the summary."""
+        when = self.planned_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if not self.sha:
+            return f"Planned at an unknown commit ({when})."
+        text = f"Planned at commit {_commit_link(self.sha)} ({when})"
+        if self.checked_out and self.checked_out != self.sha:
+            text += (f", merged with the base branch as {_commit_link(self.checked_out)}" if self.merge
+                     else f"; the checked-out tree is commit {_commit_link(self.checked_out)}")
+        return text + "."
+
+
+def _commit_link(sha: str) -> str:
+    server, repo = os.environ.get("GITHUB_SERVER_URL"), os.environ.get("GITHUB_REPOSITORY")
+    if server and repo:
+        return f"[`{sha[:12]}`]({server}/{repo}/commit/{sha})"
+    return f"`{sha[:12]}`"
+
+
+def _git(app_dir: Path, *args: str) -> str | None:
+    try:
+        proc = subprocess.run(["git", *args], cwd=app_dir, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def resolve_commit(explicit: str | None, app_dir: Path, env: dict[str, str] | None = None,
+                   now: datetime | None = None) -> PlanCommit:
+    """The commit a run plans: ``--commit`` (a sha or anything ``git rev-parse`` knows), else ``PLAN_COMMIT``
+    (a pull request's head), else ``GITHUB_SHA``, else ``git rev-parse HEAD`` of ``app_dir``. Raises
+    ValueError when ``explicit`` names no commit."""
+    env = os.environ if env is None else env
+    head = _git(app_dir, "rev-parse", "--verify", "HEAD^{commit}")
+    sha = None
+    for source, value in (("--commit", explicit), ("PLAN_COMMIT", env.get("PLAN_COMMIT")),
+                          ("GITHUB_SHA", env.get("GITHUB_SHA"))):
+        value = (value or "").strip()
+        if not value:
+            continue
+        if re.fullmatch(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}", value):
+            sha = value.lower()
+        else:  # an abbreviation or a name: let git say which commit
+            sha = _git(app_dir, "rev-parse", "--verify", "--quiet", f"{value}^{{commit}}")
+            if sha is None and re.fullmatch(r"[0-9a-fA-F]{7,63}", value):
+                sha = value.lower()  # no repository here: keep the abbreviation
+        if sha is None:
+            if source == "--commit":
+                raise ValueError(f"--commit {value}: not a commit")
+            print(f"plan_all: warning: {source}={value} names no commit; ignored", file=sys.stderr)
+            continue
+        break
+    sha = sha or head
+    merge = False
+    if sha and head and head != sha:
+        parents = (_git(app_dir, "rev-list", "--parents", "-n", "1", head) or "").split()[1:]
+        # A shallow checkout has no parents to look at; a pull_request run checks out the merge.
+        merge = (len(parents) > 1 and sha in parents) or (
+            not parents and env.get("GITHUB_EVENT_NAME") == "pull_request")
+    return PlanCommit(sha, now or datetime.now(timezone.utc), head if head != sha else None, merge)
 
 
 def truthy(value: str | None) -> bool:
@@ -154,9 +230,14 @@ def _error_block(result: StackResult, level: int) -> str:
             f"Log: `{result.log}`\n\n```\n{text}\n```\n")
 
 
-def build_summary(results: list[StackResult], *, no_backend: bool, budget: int = SUMMARY_BUDGET) -> str:
-    """One Markdown text for the PR comment: an overview table, then each stack's summary."""
-    head = [COMMENT_MARKER, "## Terraform plan review"]
+def build_summary(results: list[StackResult], *, no_backend: bool, budget: int = SUMMARY_BUDGET,
+                  commit: PlanCommit | None = None) -> str:
+    """One Markdown text for the PR comment: the commit planned, an overview table, then each stack's summary.
+    The first lines are hidden markers: the comment's, then the commit's (when known)."""
+    markers = COMMENT_MARKER + (f"\n{commit_marker(commit.sha)}" if commit and commit.sha else "")
+    head = [markers, "## Terraform plan review"]
+    if commit:
+        head.append(commit.line())
     if no_backend:
         head.append("> [!NOTE]\n> Planned **without the remote state** (`--no-backend`): every resource "
                     "shows as a create. Run with AWS credentials for a real diff.")
@@ -215,9 +296,17 @@ def main(argv: list[str] | None = None) -> int:
                          "plan role works and PR plans do not block deploys)")
     ap.add_argument("--app-dir", default=".", help="folder with main.py and cdktf.out (default: .)")
     ap.add_argument("--terraform", default=os.environ.get("TERRAFORM", "terraform"), help="terraform binary")
+    ap.add_argument("--commit", metavar="SHA",
+                    help="the commit planned, named in the summary (default: env PLAN_COMMIT, else GITHUB_SHA, "
+                         "else `git rev-parse HEAD`)")
     args = ap.parse_args(argv)
     no_backend = args.no_backend or truthy(os.environ.get("TF_NO_BACKEND"))
     app_dir = Path(args.app_dir).resolve()
+    try:
+        commit = resolve_commit(args.commit, app_dir)
+    except ValueError as exc:
+        print(f"plan_all: error: {exc}", file=sys.stderr)
+        return 2
 
     if not args.no_synth:
         print("plan_all: synthesizing: python main.py", flush=True)
@@ -252,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         rel_out = str(out_dir)
     rel_out = Path(rel_out).as_posix()
 
+    commit.planned_at = datetime.now(timezone.utc)
+    print(f"plan_all: planning commit {commit.sha or '(unknown)'}", flush=True)
     results = []
     for name in selected:
         print(f"plan_all: planning {name}{' (no backend)' if no_backend else ''} ...", flush=True)
@@ -264,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"plan_all: {name}: FAILED\n{res.error}", file=sys.stderr, flush=True)
         results.append(res)
 
-    summary = build_summary(results, no_backend=no_backend)
+    summary = build_summary(results, no_backend=no_backend, commit=commit)
     (out_dir / "summary.md").write_text(summary, encoding="utf-8")
     print(f"plan_all: wrote {rel_out}/summary.md ({len(summary)} characters)")
     failed = [r.name for r in results if not r.ok]

@@ -10,6 +10,14 @@ The summary lists, in this order: counts by action, deletions and replacements
 security-sensitive changes, output changes, drift (changes made outside
 Terraform), updates in place, creates and data sources read during apply.
 
+Security-sensitive changes (``SENSITIVE_TYPES``, ``SENSITIVE_PREFIXES``,
+``SENSITIVE_ATTRIBUTES``) are everything that changes access, network paths,
+encryption, secrets, the database, the API's authorization or the Terraform
+state backend: whole resource types always, and other types when an update
+touches one of the listed attributes (a function's role or VPC configuration,
+not its code). Each is shown with a category and its attribute diff, never only
+in the collapsed updates.
+
 Sensitive values are never printed: anything marked in ``before_sensitive`` /
 ``after_sensitive`` (or a sensitive output) is shown as ``(sensitive)``. Unknown
 values are shown as ``(known after apply)``. The output is deterministic and is
@@ -68,13 +76,13 @@ REASONS = {
     "read_because_check_nested": "it is used by a `check` block",
 }
 
-# Resource types whose changes reviewers must look at closely.
-_SECURITY_PREFIXES = (
-    ("aws_iam_", "IAM"),
-    ("aws_kms_", "KMS"),
-    ("aws_secretsmanager_", "Secret"),
-)
-_SECURITY_TYPES = {
+# Security- and data-relevant changes are listed above the routine ones, each with its attribute diff and
+# a category. Three tables decide (tests/review/configs/risky_updates has a real plan of each kind).
+#
+# Whole types: every change of these is flagged (exact types first, then prefixes). What they hold is
+# access (IAM, policies, security groups), keys, secrets, the database and the Terraform state backend
+# (the app's only S3 buckets and DynamoDB tables are the state bucket and lock table).
+SENSITIVE_TYPES: dict[str, str] = {
     "aws_security_group": "Security group",
     "aws_default_security_group": "Security group",
     "aws_security_group_rule": "Security group rule",
@@ -83,13 +91,48 @@ _SECURITY_TYPES = {
     "aws_ssm_parameter": "Secret",
     "aws_db_instance": "Database",
     "aws_rds_cluster": "Database",
+    "aws_db_parameter_group": "Database parameters",  # e.g. rds.force_ssl
+    "aws_rds_cluster_parameter_group": "Database parameters",
+    "aws_db_subnet_group": "Database network",
     "aws_apigatewayv2_authorizer": "API authorization",
+    "aws_lambda_function_url": "API authorization",  # authorization_type NONE is a public endpoint
     "aws_lambda_permission": "Resource policy",
     "aws_s3_bucket_policy": "Resource policy",
     "aws_s3_bucket_public_access_block": "Resource policy",
+    "aws_sqs_queue_policy": "Resource policy",
+    "aws_sns_topic_policy": "Resource policy",
+    "aws_s3_bucket_server_side_encryption_configuration": "Encryption",
+    "aws_s3_bucket": "State backend",
+    "aws_dynamodb_table": "State backend",
 }
-# Route changes matter when they touch authorization (or add/remove a route).
+SENSITIVE_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("aws_iam_", "IAM"),  # roles, trust policies, inline policies, attachments, ...
+    ("aws_kms_", "KMS"),
+    ("aws_secretsmanager_", "Secret"),
+    ("aws_s3_bucket_", "State backend"),  # the state bucket's versioning, lifecycle, ownership controls, ...
+)
+# Attributes: an update or replacement touching one of these (top-level) attributes is flagged with its
+# category; other updates of the type stay routine (a function's new code, a log group's retention). On a
+# whole type they add the category (a lock table's encryption: "State backend, Encryption").
 _ROUTE_AUTH_ATTRS = ("authorization_type", "authorizer_id", "authorization_scopes", "api_key_required")
+SENSITIVE_ATTRIBUTES: dict[str, dict[str, str]] = {
+    "aws_lambda_function": {"role": "Function role", "vpc_config": "Function network (VPC)",
+                            "kms_key_arn": "Encryption"},  # kms_key_arn encrypts the environment variables
+    "aws_sfn_state_machine": {"role_arn": "Workflow role", "encryption_configuration": "Encryption"},
+    "aws_apigatewayv2_integration": {"credentials_arn": "API integration credentials"},
+    "aws_apigatewayv2_route": {attr: "API authorization" for attr in _ROUTE_AUTH_ATTRS},
+    "aws_cloudwatch_log_group": {"kms_key_id": "Encryption"},
+    "aws_sqs_queue": {"kms_master_key_id": "Encryption", "sqs_managed_sse_enabled": "Encryption"},
+    "aws_sns_topic": {"kms_master_key_id": "Encryption"},
+    "aws_db_instance": {attr: "Encryption" for attr in (
+        "storage_encrypted", "kms_key_id", "performance_insights_kms_key_id", "master_user_secret_kms_key_id")},
+    "aws_rds_cluster": {"storage_encrypted": "Encryption", "kms_key_id": "Encryption"},
+    "aws_secretsmanager_secret": {"kms_key_id": "Encryption"},
+    "aws_dynamodb_table": {"server_side_encryption": "Encryption"},
+    "aws_s3_bucket": {"server_side_encryption_configuration": "Encryption"},
+}
+# Attribute-scoped types whose creation or removal is itself flagged: a new route is a new way in.
+SENSITIVE_WHEN_ADDED_OR_REMOVED: dict[str, str] = {"aws_apigatewayv2_route": "API authorization"}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -252,11 +295,31 @@ def fmt_value(value: Any, limit: int = MAX_VALUE_CHARS) -> str:
     return text
 
 
+class _Named(str):
+    """A path step to the element of a list of blocks that has this ``name`` (shown ``[name="…"]``)."""
+
+
+def _by_name(items: list) -> dict[str, int] | None:
+    """name -> index when every element is a block with a distinct string ``name`` (parameter groups' parameters):
+    such elements are compared by name, so a changed value shows which parameter it belongs to, whatever the
+    set's order."""
+    names = [i.get("name") if isinstance(i, dict) else None for i in items]
+    if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        return None
+    return {n: i for i, n in enumerate(names)}
+
+
+def _without_name(block: dict | None) -> dict | None:
+    return None if block is None else {k: v for k, v in block.items() if k != "name"}
+
+
 def _fmt_path(path: list) -> str:
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif isinstance(part, _Named):
+            out += f"[name={json.dumps(str(part), ensure_ascii=False)}]"
         elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", part):
             out += ("." if out else "") + part
         else:
@@ -326,6 +389,20 @@ def diff_attrs(before: Any, after: Any, unknown: Any = None, before_sens: Any = 
         if (b_list or a_list) and not (b is not None and not b_list) and not (a is not None and not a_list) \
                 and not (_is_scalar_list(b or []) and _is_scalar_list(a or [])):
             bl, al = b or [], a or []
+            b_names, a_names = _by_name(bl), _by_name(al)
+            if b_names is not None and a_names is not None and (bl or al):
+                for name in sorted(set(b_names) | set(a_names), key=_natural_key):
+                    bi, ai = b_names.get(name), a_names.get(name)
+                    be, ae = (bl[bi] if bi is not None else None), (al[ai] if ai is not None else None)
+                    masks = (_sub(unk, ai) if ai is not None else None, _sub(bs, bi) if bi is not None else None,
+                             _sub(as_, ai) if ai is not None else None)
+                    start = len(changes)
+                    # The path names the element: its ``name`` is not repeated as an attribute.
+                    walk(path + [_Named(name)], _without_name(be), _without_name(ae), *masks)
+                    if len(changes) == start and (be is None) != (ae is None):
+                        changes.append(AttrChange(_fmt_path(path + [_Named(name)]), redact(be, masks[1]),
+                                                  redact(ae, masks[2], masks[0])))
+                return
             for i in range(max(len(bl), len(al))):
                 walk(path + [i], bl[i] if i < len(bl) else None, al[i] if i < len(al) else None,
                      _sub(unk, i), _sub(bs, i), _sub(as_, i))
@@ -429,7 +506,8 @@ class Entry:
     deposed: str | None = None
     previous_address: str | None = None
     importing: bool = False
-    security: str | None = None
+    security: str | None = None  # the categories that flag it (SENSITIVE_*), None for a routine change
+    security_attrs: list[str] = field(default_factory=list)  # the SENSITIVE_ATTRIBUTES it touches
     _attr_changes: list[AttrChange] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -453,21 +531,34 @@ class Entry:
         return self._attr_changes
 
 
-def _security_category(entry: Entry) -> str | None:
+def _top_attribute(path: str) -> str:
+    return re.split(r"[.\[]", path, maxsplit=1)[0]
+
+
+def _touched_attributes(entry: Entry) -> set[str]:
+    """Top-level attributes the change sets. In a replacement every computed attribute turns "known after
+    apply"; only those that are known, or force the replacement, count there."""
+    forced = set(entry.replace_paths)
+    return {_top_attribute(c.path) for c in entry.attr_changes()
+            if entry.kind != "replace" or c.after is not UNKNOWN or _is_forced(c.path, forced)}
+
+
+def _security_category(entry: Entry) -> tuple[str | None, list[str]]:
+    """The categories flagging a change (joined, None when routine) and the sensitive attributes it touches."""
     rtype, kind = entry.rtype, entry.kind
-    for prefix, label in _SECURITY_PREFIXES:
-        if rtype.startswith(prefix):
-            return label
-    if rtype in _SECURITY_TYPES:
-        return _SECURITY_TYPES[rtype]
-    if rtype == "aws_apigatewayv2_route":
-        if kind in ("create", "delete", "replace"):
-            return "API authorization"
-        # Only route updates need the attribute diff: do they touch authorization?
-        if kind == "update" and any(c.path.split(".")[0].split("[")[0] in _ROUTE_AUTH_ATTRS
-                                    for c in entry.attr_changes()):
-            return "API authorization"
-    return None
+    categories = []
+    whole = SENSITIVE_TYPES.get(rtype) or next((c for p, c in SENSITIVE_PREFIXES if rtype.startswith(p)), None)
+    if whole:
+        categories.append(whole)
+    if kind in ("create", "delete", "replace") and rtype in SENSITIVE_WHEN_ADDED_OR_REMOVED:
+        categories.append(SENSITIVE_WHEN_ADDED_OR_REMOVED[rtype])
+    attrs: list[str] = []
+    table = SENSITIVE_ATTRIBUTES.get(rtype)
+    if table and kind in ("update", "replace"):
+        touched = _touched_attributes(entry)
+        attrs = [a for a in table if a in touched]
+        categories += [table[a] for a in attrs]
+    return (", ".join(dict.fromkeys(categories)) or None), attrs
 
 
 def _entries(items: list[dict]) -> list[Entry]:
@@ -489,7 +580,7 @@ def _entries(items: list[dict]) -> list[Entry]:
             importing=bool(change.get("importing")),
         )
         if entry.mode == "managed" and kind not in ("no-op", "read"):
-            entry.security = _security_category(entry)
+            entry.security, entry.security_attrs = _security_category(entry)
         out.append(entry)
     out.sort(key=lambda e: (_natural_key(e.address), e.deposed or ""))
     return out
@@ -529,8 +620,11 @@ def _entry_detail(entry: Entry, h: str, show_security: bool = True) -> str:
     """A heading plus reason/diff for deletions, replacements and security changes."""
     parts = [f"{h} {entry.kind} {entry.label}"]
     facts = []
+    attrs = ", ".join(_code(a) for a in entry.security_attrs)
     if entry.security and show_security:
-        facts.append(f"- Security-sensitive: **{entry.security}**")
+        facts.append(f"- Security-sensitive: **{entry.security}**" + (f" (changes {attrs})" if attrs else ""))
+    elif attrs:
+        facts.append(f"- Security-relevant attributes changed: {attrs}")
     if entry.reason:
         facts.append(f"- Reason: {_reason_text(entry.reason)}")
     if entry.kind == "replace":

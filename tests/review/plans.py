@@ -3,6 +3,8 @@
 Each scenario copies a config from ``tests/review/configs/``, optionally applies a
 first version (into local state; AWS resources into moto's server), switches to
 the second version and runs ``terraform plan -out`` + ``terraform show -json``.
+A version is ``configs/<scenario>/<version>/*.tf`` plus the ``*.tf`` files directly
+in ``configs/<scenario>/`` (shared by the versions).
 
 Volatile values (UUIDs of ``terraform_data``, moto's random ids, timestamps,
 the Terraform version) are replaced by stable placeholders so the golden
@@ -21,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
@@ -39,7 +42,8 @@ FAKE_PROVIDER = {
     "skip_requesting_account_id": True,
     "skip_metadata_api_check": True,
 }
-MOTO_SERVICES = ("apigatewayv2", "ec2", "iam", "kms", "secretsmanager", "sts")
+MOTO_SERVICES = ("apigatewayv2", "dynamodb", "ec2", "iam", "kms", "lambda", "logs", "rds", "s3",
+                 "secretsmanager", "sfn", "sts")
 
 
 def terraform_env(workroot: Path) -> dict[str, str]:
@@ -75,17 +79,28 @@ _ID_KEYS = ("id", "unique_id", "api_id", "authorizer_id", "key_id", "security_gr
 
 
 def _walk_strings(obj: Any, fn: Callable[[str], str]) -> Any:
+    """``obj`` with ``fn`` applied to every string. A list of strings that ``fn`` changed is sorted again: Terraform
+    lists a set (subnet or security group ids) in the order of its values, which were random."""
     if isinstance(obj, dict):
         return {k: _walk_strings(v, fn) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_walk_strings(v, fn) for v in obj]
+        out = [_walk_strings(v, fn) for v in obj]
+        if out != obj and all(isinstance(v, str) for v in out):
+            out.sort()
+        return out
     if isinstance(obj, str):
         return fn(obj)
     return obj
 
 
+# Attributes the configuration chooses: an id equal to one of them is not random and stays readable.
+_NAME_KEYS = ("name", "function_name", "bucket", "identifier")
+
+
 def _state_ids(plan: dict) -> dict[str, str]:
-    """Values of id-like attributes in the prior state -> stable placeholder text."""
+    """Values of id-like attributes in the prior state -> stable placeholder text naming the resource
+    (instance key included, so the instances of a ``for_each`` stay apart). UUIDs of AWS resources (KMS
+    keys) are named too; other UUIDs (``terraform_data``) are numbered by ``scrub``."""
     found: dict[str, str] = {}
 
     def visit(module: dict) -> None:
@@ -93,9 +108,12 @@ def _state_ids(plan: dict) -> dict[str, str]:
             values = res.get("values") or {}
             for key in _ID_KEYS:
                 val = values.get(key)
-                if isinstance(val, str) and len(val) >= 6 and not val.startswith("arn:") and val not in found \
-                        and not _UUID.fullmatch(val) and not re.fullmatch(r"\d{12}", val):
-                    found[val] = f"{res['type']}-{res['name']}-{key}".replace("_", "-")
+                if not isinstance(val, str) or len(val) < 6 or val.startswith("arn:") or val in found \
+                        or re.fullmatch(r"\d{12}", val) or val in (values.get(k) for k in _NAME_KEYS) \
+                        or (_UUID.fullmatch(val) and not res["type"].startswith("aws_")):
+                    continue
+                parts = (res["type"], res["name"], res.get("index"), key)
+                found[val] = "-".join(str(p) for p in parts if p is not None).replace("_", "-")
         for child in module.get("child_modules") or []:
             visit(child)
 
@@ -139,12 +157,13 @@ class Workspace:
         self.initialized = False
 
     def use(self, version: str | None = None) -> None:
-        """Replace the workspace's .tf files with those of ``configs/<scenario>[/version]``."""
+        """Replace the workspace's .tf files with those of ``configs/<scenario>`` (shared by the versions)
+        and ``configs/<scenario>/<version>``."""
         for old in self.dir.glob("*.tf"):
             old.unlink()
-        src = self.src / version if version else self.src
-        for tf in src.glob("*.tf"):
-            shutil.copy(tf, self.dir / tf.name)
+        for src in [self.src] + ([self.src / version] if version else []):
+            for tf in src.glob("*.tf"):
+                shutil.copy(tf, self.dir / tf.name)
         if self.provider is not None:
             (self.dir / "zz_test_provider_override.tf.json").write_text(
                 json.dumps({"provider": {"aws": self.provider}}, indent=2))
@@ -196,6 +215,19 @@ def security_create(ws: Workspace) -> dict:
     return ws.plan("-var=db_password=s3cr3t-do-not-print")
 
 
+def function_zip(path: Path) -> None:
+    """A tiny Lambda package, byte for byte the same on every run (fixed dates, no compression)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        info = zipfile.ZipInfo("index.py", date_time=(2000, 1, 1, 0, 0, 0))
+        info.external_attr = 0o644 << 16
+        zf.writestr(info, "def handler(event, context):\n    return event\n")
+
+
+def risky_updates(ws: Workspace) -> dict:
+    function_zip(ws.dir / "function.zip")
+    return v1_then_v2(ws)
+
+
 def iam_security_group(ws: Workspace) -> dict:
     ws.use("v1")
     ws.apply()
@@ -219,12 +251,19 @@ TERRAFORM_DATA_SCENARIOS: dict[str, Callable[[Workspace], dict]] = {
     "too_large": too_large,
 }
 FAKE_AWS_SCENARIOS = {"security_create": security_create}
-MOTO_SCENARIOS = {"iam_security_group": iam_security_group}
+MOTO_SCENARIOS = {
+    "iam_security_group": iam_security_group,
+    "risky_updates": risky_updates,
+}
 ALL_SCENARIOS = {**TERRAFORM_DATA_SCENARIOS, **FAKE_AWS_SCENARIOS, **MOTO_SCENARIOS}
 
 
 class MotoServer:
-    """moto's server on a free loopback port, for the scenarios that apply AWS resources."""
+    """moto's server on a free loopback port, for the scenarios that apply AWS resources.
+
+    It runs in this process, so the rehearsal's moto gap patches (tests/support/moto_gaps.py: Step
+    Functions validation and versions, Lambda logging config, RDS parameter sources) apply while it runs.
+    """
 
     _lock = threading.Lock()
 
@@ -239,17 +278,25 @@ class MotoServer:
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
 
     def __enter__(self) -> "MotoServer":
+        from tests.support import moto_gaps
+
+        self._gaps = moto_gaps.filled()
+        self._gaps.__enter__()
         self.server.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.server.stop()
+        try:
+            self.server.stop()
+        finally:
+            self._gaps.__exit__(None, None, None)
 
     @property
     def provider(self) -> dict:
         """FAKE_PROVIDER pointed at this server (which answers sts GetCallerIdentity)."""
         url = f"http://127.0.0.1:{self.port}"
-        return dict(FAKE_PROVIDER, skip_requesting_account_id=False, endpoints={svc: url for svc in MOTO_SERVICES})
+        return dict(FAKE_PROVIDER, skip_requesting_account_id=False, s3_use_path_style=True,
+                    endpoints={svc: url for svc in MOTO_SERVICES})
 
 
 def generate(outdir: Path, names: list[str] | None = None, workers: int = 3) -> dict[str, Path]:

@@ -1,4 +1,5 @@
-"""review.plan_all end to end: a stand-in CDKTF app whose main.py writes cdktf.out/stacks/*."""
+"""review.plan_all end to end (a stand-in CDKTF app whose main.py writes cdktf.out/stacks/*), the commit the
+summary names, and review.pr_comment (marking an older plan comment stale)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from review import plan_all as pa
 from review import plan_summary as ps
+from review import pr_comment as pc
 from tests.review import plans
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow
+SHA = "0123456789abcdef0123456789abcdef01234567"
+NEWER = "fedcba9876543210fedcba9876543210fedcba98"
 
 S3_BACKEND = {"bucket": "stepfuncproject-tfstate", "key": "dev/terraform.tfstate", "region": "us-east-1",
               "dynamodb_table": "stepfuncproject-tflock", "use_lockfile": True, "encrypt": True}
@@ -49,15 +54,23 @@ def make_app(root: Path, stacks: dict[str, dict], fail: bool = False) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def no_ci_commit(monkeypatch):
+    """The tests say which commit is planned: none of a CI run's own variables count."""
+    for var in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_SHA", "GITHUB_EVENT_NAME", "PLAN_COMMIT"):
+        monkeypatch.delenv(var, raising=False)
+
+
 def plan_all(app: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
-    env = dict(env, PYTHONPATH=str(ROOT))
+    env = {k: v for k, v in env.items() if k != "PLAN_COMMIT"} | {"PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "review.plan_all", *args], cwd=app, env=env,
                           capture_output=True, text=True, timeout=600)
 
 
 def normalize(text: str) -> str:
-    """The Terraform version is the only machine-dependent part of a summary."""
-    return re.sub(r"Terraform \d+\.\d+\.\d+", "Terraform X.Y.Z", text)
+    """The Terraform version and the time planned are the machine-dependent parts of a summary."""
+    text = re.sub(r"Terraform \d+\.\d+\.\d+", "Terraform X.Y.Z", text)
+    return re.sub(r"\(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\)", "(YYYY-MM-DDTHH:MM:SSZ)", text)
 
 
 def two_stacks() -> dict[str, dict]:
@@ -65,9 +78,10 @@ def two_stacks() -> dict[str, dict]:
             "stepfuncproject-prod": stack("prod", 3, {"s3": dict(S3_BACKEND, key="prod/terraform.tfstate")})}
 
 
+@slow
 def test_no_backend_plans_every_stack(tmp_path, tf_env, golden):
     app = make_app(tmp_path / "app", two_stacks())
-    proc = plan_all(app, tf_env, "--no-backend")
+    proc = plan_all(app, tf_env, "--no-backend", "--commit", SHA)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = app / "review-plans"
     for name, creates in (("stepfuncproject-dev", 3), ("stepfuncproject-prod", 4)):
@@ -82,22 +96,30 @@ def test_no_backend_plans_every_stack(tmp_path, tf_env, golden):
         # cdktf.out is left as synthesized: the override lives in a temporary copy.
         assert sorted(p.name for p in (app / "cdktf.out/stacks" / name).iterdir()) == ["cdk.tf.json"]
     summary = (out / "summary.md").read_text()
-    assert summary.startswith("<!-- review-plans:summary -->\n")
+    assert summary.startswith(f"<!-- review-plans:summary -->\n<!-- review-plans:commit={SHA} -->\n\n")
+    assert re.search(r"^Planned at commit `0123456789ab` \(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\)\.$", summary, re.M)
+    assert summary.index("Planned at commit") < summary.index("| Stack |")  # near the top
+    assert pc.comment_commit(summary) == SHA
     assert len(summary) <= ps.GITHUB_COMMENT_LIMIT
     golden("summary_no_backend.md", normalize(summary))
 
 
+@slow
 def test_env_switch_stack_selection_and_no_synth(tmp_path, tf_env):
     app = make_app(tmp_path / "app", two_stacks())
     subprocess.run([sys.executable, "main.py"], cwd=app, check=True)
     (app / "main.py").write_text("raise SystemExit('must not run with --no-synth')\n")
+    head = git_commit(app)
     proc = plan_all(app, dict(tf_env, TF_NO_BACKEND="1"), "--no-synth", "--stacks", "stepfuncproject-prod",
                     "--out", "plans")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert sorted(p.name for p in (app / "plans").iterdir()) == ["stepfuncproject-prod", "summary.md"]
     assert "(no backend)" in proc.stdout
+    summary = (app / "plans/summary.md").read_text()  # no --commit, no env: the checkout's HEAD
+    assert f"<!-- review-plans:commit={head} -->" in summary and f"Planned at commit `{head[:12]}` (" in summary
 
 
+@slow
 def test_failed_stack_is_reported_and_exit_nonzero(tmp_path, tf_env):
     broken = stack("dev", 1)
     broken["output"]["oops"] = {"value": "${terraform_data.missing.output}"}
@@ -117,6 +139,7 @@ def test_failed_stack_is_reported_and_exit_nonzero(tmp_path, tf_env):
     assert "### `stepfuncproject-prod`" in summary  # the healthy stack is still summarized
 
 
+@slow
 def test_synth_failure_and_bad_arguments(tmp_path, tf_env):
     app = make_app(tmp_path / "app", two_stacks(), fail=True)
     proc = plan_all(app, tf_env)
@@ -130,6 +153,7 @@ def test_synth_failure_and_bad_arguments(tmp_path, tf_env):
     assert proc.returncode == 2 and "no stacks in" in proc.stderr
 
 
+@slow
 def test_summary_budget_splits_large_stacks(tmp_path, tf_env):
     stacks = {f"stepfuncproject-{e}": stack(e, 1100) for e in ("dev", "prod")}
     stacks["stepfuncproject-state"] = stack("state", 1, {"local": {"path": "terraform.tfstate"}})
@@ -159,6 +183,7 @@ def moto_s3():
         yield url
 
 
+@slow
 def test_s3_backend_plan_apply_saved_plan_replan(tmp_path, tf_env, moto_s3):
     """The deploy flow: plan against the S3 backend, apply the saved tfplan, plan again: no changes."""
     backend = dict(S3_BACKEND, access_key="test", secret_key="test", skip_credentials_validation=True,
@@ -179,3 +204,169 @@ def test_s3_backend_plan_apply_saved_plan_replan(tmp_path, tf_env, moto_s3):
     assert "| `stepfuncproject-dev` | 0 | 0 | 0 | 0 | 0 | 3 | no changes |" in (
         app / "review-plans/summary.md").read_text()
     assert not os.path.exists(stack_dir / "terraform.tfstate")  # the state went to S3
+
+
+# --------------------------------------------------------------------------- the commit planned
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid",
+                           "-c", "commit.gpgsign=false", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True, env=dict(os.environ, GIT_CONFIG_GLOBAL=os.devnull,
+                                              GIT_CONFIG_NOSYSTEM="1")).stdout.strip()
+
+
+def git_commit(repo: Path, message: str = "c") -> str:
+    if not (repo / ".git").exists():
+        git(repo, "init", "-q", "-b", "main")
+    git(repo, "commit", "-q", "--allow-empty", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def test_commit_precedence(tmp_path):
+    head = git_commit(tmp_path)
+    env = {"PLAN_COMMIT": NEWER, "GITHUB_SHA": "1" * 40}
+    assert pa.resolve_commit(SHA, tmp_path, env).sha == SHA  # --commit first
+    assert pa.resolve_commit(None, tmp_path, env).sha == NEWER  # then the PR head
+    assert pa.resolve_commit(None, tmp_path, {"GITHUB_SHA": "1" * 40}).sha == "1" * 40
+    found = pa.resolve_commit(None, tmp_path, {})
+    assert found.sha == head and found.checked_out is None  # then the checkout
+    assert pa.resolve_commit(head[:8], tmp_path, {}).sha == head  # abbreviations and names through git
+    assert pa.resolve_commit("HEAD", tmp_path, {}).sha == head
+    with pytest.raises(ValueError, match="not a commit"):
+        pa.resolve_commit("no-such-branch", tmp_path, {})
+    assert pa.resolve_commit(None, tmp_path, {"PLAN_COMMIT": "garbage"}).sha == head  # ignored, with a warning
+
+
+def test_outside_a_repository(tmp_path, monkeypatch):
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # git looks no further up
+    assert pa.resolve_commit(None, tmp_path, {}).sha is None
+    assert pa.resolve_commit(None, tmp_path, {"PLAN_COMMIT": SHA[:10]}).sha == SHA[:10]  # kept as given
+
+
+def test_pull_request_merge_commit_is_named_too(tmp_path):
+    """actions/checkout plans a pull request's merge with its base: the line names both commits."""
+    base = git_commit(tmp_path, "base")
+    git(tmp_path, "checkout", "-q", "-b", "topic")
+    topic = git_commit(tmp_path, "topic")
+    git(tmp_path, "checkout", "-q", "main")
+    git_commit(tmp_path, "main moves on")
+    git(tmp_path, "merge", "-q", "--no-ff", "-m", "merge", "topic")
+    merge = git(tmp_path, "rev-parse", "HEAD")
+    assert base != merge
+    found = pa.resolve_commit(None, tmp_path, {"PLAN_COMMIT": topic})
+    assert (found.sha, found.checked_out, found.merge) == (topic, merge, True)
+    assert f"Planned at commit `{topic[:12]}` (" in found.line()
+    assert found.line().endswith(f", merged with the base branch as `{merge[:12]}`.")
+
+
+def test_commit_line_links_to_github(monkeypatch):
+    monkeypatch.setenv("GITHUB_SERVER_URL", "https://github.com")
+    monkeypatch.setenv("GITHUB_REPOSITORY", "acme/stepfuncproject")
+    from datetime import datetime, timezone
+    line = pa.PlanCommit(SHA, datetime(2026, 5, 1, 12, 30, 5, tzinfo=timezone.utc)).line()
+    assert line == (f"Planned at commit [`{SHA[:12]}`](https://github.com/acme/stepfuncproject/commit/{SHA}) "
+                    "(2026-05-01T12:30:05Z).")
+    assert pa.PlanCommit(None, datetime(2026, 5, 1, tzinfo=timezone.utc)).line() == \
+        "Planned at an unknown commit (2026-05-01T00:00:00Z)."
+
+
+def test_summary_markers_without_terraform():
+    from datetime import datetime, timezone
+    result = pa.StackResult("stepfuncproject-dev", ok=True, counts=ps._count([]), plan={"format_version": "1.2"})
+    commit = pa.PlanCommit(SHA, datetime(2026, 5, 1, tzinfo=timezone.utc))
+    text = pa.build_summary([result], no_backend=False, commit=commit)
+    assert text.splitlines()[:5] == [pa.COMMENT_MARKER, f"<!-- review-plans:commit={SHA} -->", "",
+                                      "## Terraform plan review", ""]
+    assert text.splitlines()[5] == "Planned at commit `0123456789ab` (2026-05-01T00:00:00Z)."
+    unknown = pa.build_summary([result], no_backend=False, commit=pa.PlanCommit(None, commit.planned_at))
+    assert "review-plans:commit=" not in unknown and "Planned at an unknown commit" in unknown
+    assert pc.comment_commit(unknown) is None
+
+
+def test_cli_rejects_a_bad_commit(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "review.plan_all", "--no-synth", "--app-dir", str(tmp_path),
+                           "--commit", "not-a-commit"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--commit not-a-commit: not a commit" in proc.stderr
+
+
+# --------------------------------------------------------------------------- stale comments (review.pr_comment)
+
+def comment(sha: str | None = SHA) -> str:
+    return (pc.COMMENT_MARKER + (f"\n<!-- review-plans:commit={sha} -->" if sha else "")
+            + "\n\n## Terraform plan review\n\nPlanned at commit `x`.\n\n| Stack | ... |\n")
+
+
+def test_comment_commit():
+    assert pc.comment_commit(comment()) == SHA
+    assert pc.comment_commit(comment(SHA.upper())) == SHA
+    assert pc.comment_commit(comment(None)) is None
+    assert pc.comment_commit("") is None
+
+
+def test_mark_stale_prepends_one_clear_banner():
+    body = comment()
+    marked = pc.mark_stale(body, NEWER, "its run failed before planning")
+    assert marked.endswith(body)  # the old plan stays readable below the banner
+    banner = marked[: -len(body)]
+    assert banner.startswith(pc.STALE_BEGIN + "\n> [!WARNING]\n")
+    assert (f"**This plan is stale.** It was made for commit `{SHA[:12]}`; commit `{NEWER[:12]}` was pushed since "
+            "and has not been planned (its run failed before planning). **Do not approve on this plan.**") in banner
+    assert pc.comment_commit(marked) == SHA  # still the commit it was planned at
+    assert pc.COMMENT_MARKER in marked  # the workflow still finds the comment
+
+
+def test_mark_stale_is_idempotent_and_replaces_the_banner():
+    once = pc.mark_stale(comment(), NEWER, "yet")
+    assert pc.mark_stale(once, NEWER, "yet") == once
+    newest = "ab" * 20
+    again = pc.mark_stale(once, newest, "its run failed before planning")
+    assert again.count(pc.STALE_BEGIN) == 1 and again.count("[!WARNING]") == 1
+    assert f"commit `{newest[:12]}` was pushed since" in again and NEWER[:12] not in again
+    assert again.endswith(comment())
+
+
+def test_mark_stale_leaves_the_current_plan_alone():
+    body = comment()
+    assert pc.mark_stale(body, SHA, "yet") is body
+    assert pc.mark_stale(body, SHA.upper(), "yet") == body
+    assert pc.mark_stale(body, SHA[:12], "yet") == body  # an abbreviation of the same commit
+
+
+def test_mark_stale_without_a_commit_marker_and_bad_input():
+    marked = pc.mark_stale(comment(None), NEWER, "")
+    assert "It was made for an older commit (the comment names none)" in marked
+    assert "has not been planned. **Do not approve" in marked
+    assert "-->" not in pc.mark_stale(comment(), NEWER, "evil --> <!--").split(pc.STALE_END)[0].split("\n", 1)[1]
+    with pytest.raises(ValueError):
+        pc.mark_stale(comment(), "HEAD", "yet")
+
+
+def test_pr_comment_cli(tmp_path):
+    body_file = tmp_path / "body.md"
+    body_file.write_text(comment())
+
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        # As the workflow runs it: a bare interpreter, no project dependencies needed.
+        return subprocess.run([sys.executable, "-S", "-m", "review.pr_comment", *args], cwd=ROOT, input=stdin,
+                              capture_output=True, text=True, timeout=60)
+
+    proc = run("mark-stale", "--body-file", str(body_file), "--sha", NEWER, "--reason", "a newer push is being tested")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == pc.mark_stale(comment(), NEWER, "a newer push is being tested")
+    assert "(a newer push is being tested)" in proc.stdout
+    same = run("mark-stale", "--body-file", "-", "--sha", SHA, "--reason", "x", stdin=comment())
+    assert same.returncode == 0 and same.stdout == comment()
+    assert run("commit", "--body-file", str(body_file)).stdout == SHA + "\n"
+    body_file.write_text("no markers")
+    assert run("commit", "--body-file", str(body_file)).returncode == 1
+    bad = run("mark-stale", "--body-file", str(body_file), "--sha", "nope", "--reason", "x")
+    assert bad.returncode == 2 and "not a commit sha" in bad.stderr
+
+
+def test_shallow_pull_request_checkout_is_the_merge(tmp_path):
+    """actions/checkout fetches one commit: no parents to compare, the event says it is the merge."""
+    merge = git_commit(tmp_path)
+    found = pa.resolve_commit(SHA, tmp_path, {"GITHUB_EVENT_NAME": "pull_request"})
+    assert (found.sha, found.checked_out, found.merge) == (SHA, merge, True)
+    other = pa.resolve_commit(SHA, tmp_path, {"GITHUB_EVENT_NAME": "push"})
+    assert other.line().endswith(f"; the checked-out tree is commit `{merge[:12]}`.")

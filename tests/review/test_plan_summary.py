@@ -167,3 +167,89 @@ def test_cli_rejects_non_plan(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "review.plan_summary", str(bad)], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "not a `terraform show -json` plan" in proc.stderr
+
+
+# --------------------------------------------------------------------------- risky updates (issue 12)
+
+ROLE = "arn:aws:iam::123456789012:role/"
+KEY = "arn:aws:kms:us-east-1:123456789012:key/aws-kms-key-key-"
+# address -> (category in the security table, a line of its attribute diff). All are updates in place of
+# tests/review/configs/risky_updates (v1 applied into moto, v2 planned).
+RISKY = {
+    "aws_db_parameter_group.postgres": ("Database parameters", '~ parameter[name="rds.force_ssl"].value = "1" -> "0"'),
+    "aws_db_subnet_group.main": (
+        "Database network",
+        '~ subnet_ids = ["aws-subnet-private-a-id", "aws-subnet-private-b-id"] -> '
+        '["aws-subnet-private-a-id", "aws-subnet-private-c-id"]'),
+    "aws_apigatewayv2_integration.start": (
+        "API integration credentials",
+        f'~ credentials_arn = "{ROLE}stepfunc-api-role-a" -> "{ROLE}stepfunc-api-role-b"'),
+    "aws_lambda_function.worker": (
+        "Function role", f'~ role = "{ROLE}stepfunc-fn-role-a" -> "{ROLE}stepfunc-fn-role-b"'),
+    "aws_lambda_function.database_client": (
+        "Function network (VPC)",
+        '~ vpc_config[0].security_group_ids = ["aws-security-group-fn-a-id"] -> ["aws-security-group-fn-b-id"]'),
+    "aws_sfn_state_machine.workflow": (
+        "Workflow role", f'~ role_arn = "{ROLE}stepfunc-workflow-role-a" -> "{ROLE}stepfunc-workflow-role-b"'),
+    "aws_s3_bucket_server_side_encryption_configuration.state": (
+        "Encryption", '~ rule[0].apply_server_side_encryption_by_default[0].sse_algorithm = "aws:kms" -> "AES256"'),
+    "aws_s3_bucket_versioning.state": (
+        "State backend", '~ versioning_configuration[0].status = "Enabled" -> "Suspended"'),
+    "aws_dynamodb_table.lock": (
+        "State backend, Encryption", f'~ server_side_encryption[0].kms_key_arn = "{KEY}a-id" -> "{KEY}b-id"'),
+    "aws_cloudwatch_log_group.workflow": ("Encryption", f'~ kms_key_id = "{KEY}a-id" -> "{KEY}b-id"'),
+}
+ROUTINE = {
+    "aws_lambda_function.routine": ("~ memory_size = 128 -> 256", '+ tags.owner = "ops"'),
+    "aws_cloudwatch_log_group.routine": ("~ retention_in_days = 7 -> 14",),
+}
+
+
+def block(md: str, heading: str) -> str:
+    """The ``#### heading`` block (up to the next heading)."""
+    m = re.search(rf"^#### {re.escape(heading)}\n.*?(?=^#{{2,4}} |\Z)", md, re.S | re.M)
+    assert m, f"no block {heading!r} in:\n{md}"
+    return m.group(0)
+
+
+def test_risky_updates_plan_is_what_the_configs_say(plan_files):
+    plan = ps.load_plan(plan_files["risky_updates"])
+    updates = sorted(rc["address"] for rc in plan["resource_changes"] if rc["change"]["actions"] == ["update"])
+    assert updates == sorted([*RISKY, *ROUTINE])
+    assert ps.count_actions(plan) == {"create": 0, "update": 12, "replace": 0, "delete": 0, "read": 0, "no-op": 16}
+
+
+@pytest.mark.parametrize("address", sorted(RISKY))
+def test_risky_update_flagged_with_its_diff(plan_files, address):
+    """Each security- or data-relevant update is listed, with its category and attribute diff, among the
+    security-sensitive changes, not collapsed with the routine updates."""
+    category, diff_line = RISKY[address]
+    md = summarize(plan_files["risky_updates"], "risky_updates")
+    sec = section(md, f"Security-sensitive changes ({len(RISKY)})")
+    assert f"| update | `{address}` | {category} |" in sec
+    detail = block(sec, f"update `{address}`")
+    assert diff_line in detail
+    assert address not in section(md, f"Updates in place ({len(ROUTINE)})")
+    assert f"{len(RISKY)} security-sensitive change(s)" in md.split("###")[0]  # the caution at the top
+
+
+def test_routine_updates_stay_collapsed(plan_files):
+    """A function's memory and tags, a log group's retention: routine, in the collapsed updates only."""
+    md = summarize(plan_files["risky_updates"], "risky_updates")
+    updates = section(md, f"Updates in place ({len(ROUTINE)})")
+    for address, lines in ROUTINE.items():
+        assert f"<details><summary><code>{address}</code></summary>" in updates
+        for line in lines:
+            assert line in updates
+        assert f"`{address}`" not in section(md, "Security-sensitive changes")
+
+
+def test_attribute_scoped_flags_name_the_attribute(plan_files):
+    md = summarize(plan_files["risky_updates"], "risky_updates")
+    sec = section(md, "Security-sensitive changes")
+    for address, attr in (("aws_lambda_function.worker", "role"), ("aws_lambda_function.database_client", "vpc_config"),
+                          ("aws_sfn_state_machine.workflow", "role_arn"),
+                          ("aws_apigatewayv2_integration.start", "credentials_arn"),
+                          ("aws_cloudwatch_log_group.workflow", "kms_key_id"),
+                          ("aws_dynamodb_table.lock", "server_side_encryption")):
+        assert f"- Security-relevant attributes changed: `{attr}`" in block(sec, f"update `{address}`")
