@@ -101,8 +101,6 @@ class Database(Construct):
                                        if db.final_snapshot else None),
             depends_on=log_groups,
         )
-        # The provider keeps "17" while RDS reports 17.x: show what actually runs.
-        self.engine_version_actual = self.instance.engine_version_actual
         self.address = self.instance.address
         self.port = self.instance.port
         self.secret_arn = self.instance.master_user_secret.get(0).secret_arn

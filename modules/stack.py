@@ -64,8 +64,6 @@ class PipelineStack(TerraformStack):
             f"HttpApiEndpoint-{project}": (api.endpoint, "Base URL of the HTTP API"),
             f"InvokeUrl-{project}": (f"{api.endpoint}/invoke", "POST a JSON body here to start the pipeline"),
             f"DatabaseEndpoint-{project}": (database.address, "PostgreSQL host name (private)"),
-            f"DatabaseEngineVersion-{project}": (database.engine_version_actual,
-                                                 "PostgreSQL version running (RDS upgrades minor versions)"),
             f"DatabaseSecretArn-{project}": (database.secret_arn, "RDS-managed secret with the master login"),
             f"PagerDutyTokenSecretArn-{project}": (token.secret_arn, "Put the PagerDuty API token here"),
             f"StateMachineArn-{project}": (self.workflow.arn, "The pipeline state machine"),
