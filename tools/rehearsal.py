@@ -1,5 +1,6 @@
-"""Deploy rehearsal: apply the synthesized stack with real Terraform into a local AWS emulator, then run
-the whole workflow through the deployed state machine.
+"""Deploy rehearsal: apply the synthesized stack with real Terraform into a local AWS emulator, run the whole
+workflow through the deployed state machine, then live through what a real stack does later: a replacement, an
+upgrade outside Terraform, a rebuild, and a prod-like environment torn down twice.
 
     python -m tools.rehearsal [--environment dev] [--keep-plan tests/review/real/plan.json]
 
@@ -21,7 +22,21 @@ Phases (each printed with its duration, then a verdict):
   failing   the emulator, applied to a request body) SUCCEEDS with the data loaded and validated; with
   badbody   PagerDuty refusing step 2 it FAILS through the error handler; a bad body fails in step 1.
   replan    `terraform plan -detailed-exitcode` must report no changes.
-  destroy   `terraform destroy`.
+  -- the second act --
+  replace   Synthesized again with a settings file (`main.py --settings`) that gives both security groups and
+            the parameter group new descriptions (which AWS cannot change in place): the plan must replace
+            the three create-before-destroy (and update the database in place), the apply must succeed, the
+            emulator must then hold one lambda and one RDS security group and one parameter group of the
+            environment (the new ones, used by the database), and the next plan must be empty.
+  upgrade   The database's minor version raised outside Terraform (ModifyDBInstance EngineVersion 17.6, as
+            RDS's automatic minor upgrades do): `terraform plan -detailed-exitcode` must report no changes.
+  rebuild   `terraform destroy`, then at once `terraform apply` of the same environment: must succeed (the
+            token secret gets a new name while the old one is still scheduled for deletion).
+  destroy   `terraform destroy`; nothing managed left in the state.
+  prodlike  Alongside all of the above from the moment the emulator exists (own stack, state, folder and
+            log; its lines are prefixed `prodlike:`): a prod-like environment (prod's settings, final
+            snapshot on, deletion protection off) applied, destroyed, applied and destroyed again with no
+            name colliding; the emulator then holds two final snapshots of its database, named apart.
 
 Everything started is stopped and every temp folder removed, also when a phase fails or on Ctrl-C.
 Exit status 0 when every phase passed, 1 otherwise.
@@ -36,10 +51,16 @@ import json
 import logging
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,8 +71,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "layer" / "python") not in sys.path:  # the handlers import pagerduty_pipeline from the layer
     sys.path.insert(0, str(ROOT / "layer" / "python"))
 
-from tools.terraform import (TerraformError, copy_with_local_backend, run_logged,  # noqa: E402
-                             terraform_env, terraform_path)
+from tools.terraform import (ERROR_TAIL_LINES, TerraformError, copy_with_local_backend,  # noqa: E402
+                             run_logged, terraform_env, terraform_path)
 
 REGION = "eu-west-2"
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal"}
@@ -65,7 +86,13 @@ PD_START = datetime(2024, 3, 1, tzinfo=timezone.utc)
 TERRAFORM_TIMEOUT = 900
 EXECUTION_TIMEOUT = 180.0
 PHASES = ("emulator", "synth", "init", "plan", "apply", "serve", "happy", "failing", "badbody", "replan",
-          "destroy")
+          "replace", "upgrade", "rebuild", "destroy", "prodlike")
+PRODLIKE = "prodlike"  # the prod-like environment the rehearsal adds to its settings file
+UPGRADED_ENGINE_VERSION = "17.6"  # what RDS's automatic minor upgrade moves the database to
+SETTINGS_FILE = "rehearsal-environments.json"
+# Resources a changed description must replace, created before the old one is deleted.
+REPLACED_TYPES = ("aws_security_group", "aws_db_parameter_group")
+CREATE_BEFORE_DESTROY = ["create", "delete"]
 
 
 class RehearsalError(Exception):
@@ -219,6 +246,179 @@ def sanitize_plan(plan: dict[str, Any], scratch: Path) -> dict[str, Any]:
     return document
 
 
+# -- the second act's settings, configuration swaps and checks -----------------------------------------
+def rehearsal_settings(base: dict[str, Any], environment: str, name_prefix: str) -> dict[str, Any]:
+    """config/environments.json as it is, except: `environment` gets new descriptions for both security groups
+    and the parameter group (each forces a replacement), and a prod-like environment is added: prod's settings
+    (when there is a prod) with a final snapshot and no deletion protection, so it can be torn down."""
+    document = copy.deepcopy(base)
+    entry = document.setdefault(environment, {})
+    entry["network"] = {**entry.get("network", {}),
+                        "lambda_sg_description": f"{name_prefix} pipeline functions (replaced by the rehearsal)",
+                        "rds_sg_description": f"{name_prefix} PostgreSQL (replaced by the rehearsal)"}
+    entry["database"] = {**entry.get("database", {}),
+                         "parameter_group_description": f"{name_prefix} PostgreSQL (replaced by the rehearsal)"}
+    prodlike = copy.deepcopy(base.get("prod", {}))
+    prodlike["database"] = {**prodlike.get("database", {}), "deletion_protection": False, "final_snapshot": True}
+    document[PRODLIKE] = prodlike
+    return document
+
+
+# What a new synthesis must not remove from the working folder: Terraform's data and the provider selections
+# `init` made (the lock file, unless the synthesis brings its own), the state, our overrides.
+KEPT_IN_WORKDIR = frozenset({".terraform", ".terraform.lock.hcl", "terraform.tfstate", "terraform.tfstate.backup",
+                             PROVIDER_OVERRIDE, BACKEND_OVERRIDE})
+
+
+def update_stack(stack_dir: Path, workdir: Path) -> None:
+    """Swap the configuration in a prepared working folder for a new synthesis of the same stack, as a deploy of
+    a new commit does (same state, same provider installation, same overrides)."""
+    for entry in workdir.iterdir():
+        if entry.name in KEPT_IN_WORKDIR:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    shutil.copytree(stack_dir, workdir, symlinks=True, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns(".terraform", "*.tfstate", "*.tfstate.backup"))
+
+
+def managed_in_state(workdir: Path, kind: str | None = None) -> list[dict[str, Any]]:
+    """Attributes of each managed resource instance in the local state (of one type, or all), with its
+    resource's `_address` (`type.name`) added."""
+    path = workdir / "terraform.tfstate"
+    resources = json.loads(path.read_text()).get("resources", []) if path.exists() else []
+    return [{**instance.get("attributes", {}), "_address": f"{resource['type']}.{resource['name']}"}
+            for resource in resources if resource.get("mode") == "managed" and kind in (None, resource["type"])
+            for instance in resource.get("instances", [])]
+
+
+def check_replacement_plan(plan: dict[str, Any]) -> list[str]:
+    """What is wrong with the plan of the description change: each security group and the parameter group
+    must be replaced create-before-destroy (created under a new name before the old one is deleted), and the
+    database updated in place, not replaced. Returns the problems, none when the plan is right."""
+    problems = []
+    changes = [rc for rc in plan.get("resource_changes", []) if rc.get("mode", "managed") == "managed"]
+    for kind in REPLACED_TYPES:
+        of_kind = [rc for rc in changes if rc["type"] == kind]
+        if not of_kind:
+            problems.append(f"no {kind} in the plan")
+        for rc in of_kind:
+            actions = rc["change"]["actions"]
+            if actions != CREATE_BEFORE_DESTROY:
+                problems.append(f"{rc['address']}: {actions}, expected {CREATE_BEFORE_DESTROY} "
+                                "(a replacement created before the old one is deleted)")
+    for rc in changes:
+        if rc["type"] == "aws_db_instance" and rc["change"]["actions"] != ["update"]:
+            problems.append(f"{rc['address']}: {rc['change']['actions']}, expected ['update'] "
+                            "(the database moves to the new groups in place)")
+    return problems
+
+
+def plan_changes(plan: dict[str, Any]) -> str:
+    """One line per resource the plan changes: `address: actions`."""
+    return "\n".join(f"  {rc['address']}: {'/'.join(rc['change']['actions'])}"
+                     for rc in plan.get("resource_changes", [])
+                     if rc["change"]["actions"] not in (["no-op"], ["read"]))
+
+
+def plan_summary(plan: dict[str, Any]) -> str:
+    """The plan's changes counted by kind: replacements in their order, then in-place updates."""
+    kinds = {("create", "delete"): "create-before-destroy", ("delete", "create"): "delete-then-create",
+             ("update",): "update in place", ("create",): "create", ("delete",): "delete"}
+    counted: dict[str, Counter[str]] = {}
+    for rc in plan.get("resource_changes", []):
+        kind = kinds.get(tuple(rc["change"]["actions"]))
+        if kind:
+            counted.setdefault(kind, Counter())[rc["type"]] += 1
+    return "; ".join(f"{kind}: " + ", ".join(f"{n} {t}" for t, n in sorted(types.items()))
+                     for kind, types in counted.items())
+
+
+def plan_change_lines(plan: dict[str, Any]) -> list[str]:
+    """What a plan changes, one line each: resources (an update names the attributes it changes), then outputs."""
+    resources = []
+    for rc in plan.get("resource_changes", []):
+        actions = rc["change"]["actions"]
+        if actions in (["no-op"], ["read"]):
+            continue
+        line = f"{rc['address']}: {'/'.join(actions)}"
+        if actions == ["update"]:
+            before, after = rc["change"].get("before") or {}, rc["change"].get("after") or {}
+            changed = [f"{key} {before.get(key)!r} -> {after.get(key)!r}" for key in sorted(set(before) | set(after))
+                       if before.get(key) != after.get(key) and not isinstance(after.get(key), (dict, list))]
+            line += f" ({', '.join(changed)})" if changed else ""
+        resources.append(line)
+    outputs = [f"output {name}: {change.get('before')!r} -> {change.get('after')!r}"
+               for name, change in (plan.get("output_changes") or {}).items() if change["actions"] != ["no-op"]]
+    return resources + outputs
+
+
+def check_final_snapshots(snapshots: list[dict[str, Any]], identifier: str, expected: list[str]) -> list[str]:
+    """After two teardowns, the database's manual snapshots are the two final snapshots the configuration
+    named, each `<identifier>-final-...`, with different identifiers. Returns the problems."""
+    names = sorted(s["DBSnapshotIdentifier"] for s in snapshots if s.get("DBInstanceIdentifier") == identifier
+                   and s.get("SnapshotType", "manual") == "manual")
+    problems = []
+    if len(expected) != 2 or len(set(expected)) != 2:
+        problems.append(f"the two builds named final snapshots {expected}, expected two different names")
+    if names != sorted(expected):
+        problems.append(f"the emulator holds final snapshots {names}, expected {sorted(expected)}")
+    problems += [f"{name} does not start with {identifier}-final-" for name in expected
+                 if not name.startswith(f"{identifier}-final-")]
+    return problems
+
+
+class ProcessGroups:
+    """Runs terraform like tools.terraform.run_logged (own process group, output appended to a log, exit codes
+    checked), from any thread, and can stop every command it started at once: the prod-like environment's
+    Terraform runs in a thread, which the rehearsal ends this way when it stops early. With `niceness` the
+    commands run at that lower CPU priority (the prod-like environment has time to spare; the other has not)."""
+
+    def __init__(self, niceness: int = 0) -> None:
+        self._lock = threading.Lock()
+        self._running: set[int] = set()
+        self.stopped = threading.Event()
+        self._prefix = ("nice", "-n", str(niceness)) if niceness and shutil.which("nice") else ()
+
+    def run(self, binary: str, folder: Path, env: dict[str, str], *args: str, log: Path, timeout: float,
+            ok_codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
+        with self._lock:
+            if self.stopped.is_set():
+                raise RehearsalError("stopped: the rehearsal ended early")
+            proc = subprocess.Popen([*self._prefix, binary, *args], cwd=folder, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, start_new_session=True)
+            self._running.add(proc.pid)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+        finally:
+            with self._lock:
+                self._running.discard(proc.pid)
+        with log.open("a", encoding="utf-8") as fh:
+            fh.write(f"$ terraform {' '.join(args)}\n{stdout}{stderr}[exit {proc.returncode}]\n\n")
+        if self.stopped.is_set():
+            raise RehearsalError("stopped: the rehearsal ended early")
+        if proc.returncode not in ok_codes:
+            tail = "\n".join((stderr.strip() or stdout.strip()).splitlines()[-ERROR_TAIL_LINES:])
+            raise TerraformError(args[0], proc.returncode, tail)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+    def stop(self) -> None:
+        """Refuse new commands and kill the running ones (terraform and its provider plugins)."""
+        with self._lock:
+            self.stopped.set()
+            running = list(self._running)
+        for pid in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+
+
 # -- serving the deployed functions -------------------------------------------------------------------
 FOLDERS = ("lambda_1", "lambda_2", "lambda_3", "lambda_error_handler")
 
@@ -233,11 +433,12 @@ class Deployment:
     token_secret_arn: str
 
 
-def read_deployment(url: str, outputs: dict[str, Any]) -> Deployment:
+def read_deployment(url: str, outputs: dict[str, Any], name_prefix: str) -> Deployment:
+    """What the environment named `name_prefix` deployed (another environment may share the emulator)."""
     lam = aws_client(url, "lambda")
     functions = {}
     names = {fn["FunctionName"]: fn for page in lam.get_paginator("list_functions").paginate()
-             for fn in page["Functions"]}
+             for fn in page["Functions"] if fn["FunctionName"].startswith(f"{name_prefix}-")}
     for folder in FOLDERS:
         matches = [name for name in names if name.endswith(f"-{folder}")]
         if len(matches) != 1:
@@ -251,7 +452,11 @@ def read_deployment(url: str, outputs: dict[str, Any]) -> Deployment:
     (route,) = [r for r in routes if r["RouteKey"] == "POST /invoke"]
     integration = apis.get_integration(ApiId=api_id, IntegrationId=route["Target"].split("/", 1)[1])
     rds = aws_client(url, "rds")
-    (instance,) = rds.describe_db_instances()["DBInstances"]
+    instances = [db for db in rds.describe_db_instances()["DBInstances"]
+                 if db["DBInstanceIdentifier"].startswith(f"{name_prefix}-")]
+    if len(instances) != 1:
+        raise RehearsalError(f"expected one database of {name_prefix}, found {len(instances)}")
+    (instance,) = instances
     db_secret_arn = instance["MasterUserSecret"]["SecretArn"]
     sm = aws_client(url, "secretsmanager")
     db_secret = json.loads(sm.get_secret_value(SecretId=db_secret_arn)["SecretString"])
@@ -308,10 +513,16 @@ class Rehearsal:
         self.environment = environment
         self.keep_plan = keep_plan
         self.fail_at = fail_at  # tests: make this phase fail, to prove cleanup
-        self.out = out
+        self._out = out
+        self._out_lock = threading.Lock()  # the prod-like environment's thread prints too: whole lines only
         self.n_incidents = n_incidents
         self.outcome = Outcome()
         self.scratch: Path | None = None
+        self.background = ProcessGroups(niceness=10)  # the prod-like environment's terraform commands
+
+    def out(self, text: str) -> None:
+        with self._out_lock:
+            self._out(text)
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -344,13 +555,14 @@ class Rehearsal:
         except Exception as exc:  # noqa: BLE001 - reported as the verdict
             self.outcome.error = str(exc) or type(exc).__name__
         self.outcome.total_seconds = time.monotonic() - started
-        summary = ", ".join(f"{p.name} {p.seconds:.1f}s" for p in self.outcome.phases)
+        ordered = sorted(self.outcome.phases, key=lambda p: PHASES.index(p.name) if p.name in PHASES else len(PHASES))
+        summary = ", ".join(f"{p.name} {p.seconds:.1f}s" for p in ordered)
         verdict = "PASSED" if self.outcome.ok else "FAILED"
         self.out(f"rehearsal: {verdict} in {self.outcome.total_seconds:.1f} s ({summary})")
         return self.outcome
 
     def _run(self) -> None:
-        from modules.settings import load_settings
+        from modules.settings import ENVIRONMENTS_FILE, load_settings
         from tests.support.synth import synthesize
 
         binary = terraform_path()
@@ -362,14 +574,41 @@ class Rehearsal:
         with contextlib.ExitStack() as cleanup:
             self.scratch = scratch = Path(tempfile.mkdtemp(prefix="rehearsal-"))
             cleanup.callback(shutil.rmtree, scratch, True)
+            # The second act's settings: this environment's descriptions changed, a prod-like one added.
+            settings_file = scratch / SETTINGS_FILE
+            settings_file.write_text(json.dumps(rehearsal_settings(
+                json.loads(ENVIRONMENTS_FILE.read_text(encoding="utf-8")), self.environment, settings.name_prefix),
+                indent=2) + "\n", encoding="utf-8")
+            (prodlike,) = load_settings(settings_file, [PRODLIKE])
+            if prodlike.region != REGION:
+                raise RehearsalError(f"the rehearsal emulates {REGION}; {PRODLIKE} deploys to {prodlike.region}")
             log = scratch / "terraform.log"
             with self.phase("emulator"):
                 url = cleanup.enter_context(emulator())
                 self.out(f"rehearsal: emulator at {url}, stack {settings.stack_name} ({self.environment}), "
                          f"scratch {scratch}")
                 create_network(url, settings.network.vpc_id, settings.network.private_subnet_ids)
+                if prodlike.network.vpc_id != settings.network.vpc_id:  # the same VPC unless its settings say not
+                    create_network(url, prodlike.network.vpc_id, prodlike.network.private_subnet_ids)
+            # The second act's configuration (this environment with new descriptions, and the prod-like one),
+            # synthesized in one run alongside the first act; the prod-like environment from now on, alongside
+            # this one. Both are stopped (terraform killed) and waited for before the emulator goes.
+            synth_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rehearsal-synth")
+            cleanup.callback(synth_pool.shutdown, wait=True, cancel_futures=True)
+            first_synth_done = threading.Event()  # not both synths at once: the first one is in the way
+            cleanup.callback(first_synth_done.set)
+            act2: Future[Path] = synth_pool.submit(self._synth_act2, first_synth_done, scratch / "cdktf.out-act2",
+                                                   settings_file)
+            background = threading.Thread(target=self._prodlike, args=(url, binary, act2, prodlike),
+                                          name="rehearsal-prodlike", daemon=True)
+            cleanup.callback(self._join, background)
+            cleanup.callback(self.background.stop)
+            background.start()
             with self.phase("synth"):
-                synthesize(scratch / "cdktf.out", "--environment", self.environment)
+                try:
+                    synthesize(scratch / "cdktf.out", "--environment", self.environment)
+                finally:
+                    first_synth_done.set()
                 workdir = scratch / "stack"
                 prepare_stack(scratch / "cdktf.out" / "stacks" / settings.stack_name, workdir, url)
                 env = terraform_environment(scratch)
@@ -388,7 +627,7 @@ class Rehearsal:
                 tf("apply", "-input=false", "-no-color", "-lock=false", "tfplan")
                 outputs = {k: v["value"] for k, v in json.loads(tf("output", "-json").stdout).items()}
             with self.phase("serve"):
-                deployment, runtime, pagerduty, pg = self._serve(url, outputs, cleanup)
+                deployment, runtime, pagerduty, pg = self._serve(url, outputs, settings.name_prefix, cleanup)
             with self.phase("happy"):
                 self._happy(url, deployment, runtime, pg)
             with self.phase("failing"):
@@ -396,24 +635,198 @@ class Rehearsal:
             with self.phase("badbody"):
                 self._bad_body(url, deployment, runtime, pg)
             with self.phase("replan"):
-                result = tf("plan", "-input=false", "-no-color", "-lock=false", "-detailed-exitcode",
-                            ok_codes=(0, 2))
-                if result.returncode == 2:
-                    changes = [line for line in result.stdout.splitlines() if line.strip().startswith(("#", "~", "+", "-"))]
-                    raise RehearsalError("the second plan is not empty:\n" + "\n".join(changes[:60]))
+                self._expect_no_changes(tf, "the second plan")
+            # -- the second act: what happens to a stack that lives on -------------------------------------
+            with self.phase("replace"):
+                self._replace(tf, url, workdir, settings, act2)
+            with self.phase("upgrade"):
+                self._upgrade(tf, url, workdir)
+            with self.phase("rebuild"):
+                self._rebuild(tf, url, workdir, settings)
             with self.phase("destroy"):
                 tf("destroy", "-input=false", "-no-color", "-lock=false", "-auto-approve")
-                left = json.loads((workdir / "terraform.tfstate").read_text()).get("resources", [])
-                managed = [r for r in left if r.get("mode") == "managed"]
-                expect(not managed, f"resources left after destroy: {[r['type'] for r in managed]}")
+                managed = managed_in_state(workdir)
+                expect(not managed, f"resources left after destroy: {[r['_address'] for r in managed]}")
+            if background.is_alive():
+                self.out(f"rehearsal: waiting for {PRODLIKE} ...")
+            self._join(background)
+            expect(any(p.name == PRODLIKE for p in self.outcome.phases), f"{PRODLIKE} reported no verdict")
+
+    def _synth_act2(self, after: threading.Event, outdir: Path, settings_file: Path) -> Path:
+        """This environment with the second act's settings and the prod-like one, in one `main.py` run."""
+        from tests.support.synth import synthesize
+
+        while not after.wait(0.5):
+            if self.background.stopped.is_set():
+                raise RehearsalError("stopped: the rehearsal ended early")
+        if self.background.stopped.is_set():
+            raise RehearsalError("stopped: the rehearsal ended early")
+        return synthesize(outdir, "--settings", str(settings_file), "--environment", self.environment,
+                          "--environment", PRODLIKE)
+
+    @staticmethod
+    def _join(thread: threading.Thread) -> None:
+        while thread.is_alive():  # in slices, so Ctrl-C still reaches the main thread
+            thread.join(0.5)
+
+    @staticmethod
+    def _expect_no_changes(tf: Callable[..., subprocess.CompletedProcess[str]], what: str) -> None:
+        result = tf("plan", "-input=false", "-no-color", "-lock=false", "-detailed-exitcode", ok_codes=(0, 2))
+        if result.returncode == 2:
+            changes = [line for line in result.stdout.splitlines() if line.strip().startswith(("#", "~", "+", "-"))]
+            raise RehearsalError(f"{what} is not empty:\n" + "\n".join(changes[:60]))
+
+    # -- the second act ---------------------------------------------------------------------------
+    def _replace(self, tf: Callable[..., Any], url: str, workdir: Path, settings: Any, act2: Future[Path]) -> None:
+        """New descriptions force new security groups and a new parameter group: created before the old ones go,
+        under names that cannot collide with them."""
+        old_groups = {r["id"] for r in managed_in_state(workdir, "aws_security_group")}
+        old_parameter_groups = {r["id"] for r in managed_in_state(workdir, "aws_db_parameter_group")}
+        update_stack(act2.result(timeout=TERRAFORM_TIMEOUT) / "stacks" / settings.stack_name, workdir)
+        # No refresh: the replan just before read everything back and found nothing changed.
+        tf("plan", "-input=false", "-no-color", "-lock=false", "-refresh=false", "-out=tfplan-replace")
+        plan = json.loads(tf("show", "-json", "tfplan-replace").stdout)
+        problems = check_replacement_plan(plan)
+        expect(not problems, "the plan of the new descriptions is not the replacement expected:\n"
+               + "\n".join(problems) + "\nthe plan changes:\n" + plan_changes(plan))
+        self.out(f"rehearsal: replace: plan {plan_summary(plan)}")
+        tf("apply", "-input=false", "-no-color", "-lock=false", "tfplan-replace")
+
+        prefix = settings.name_prefix
+        groups = {r["id"]: r for r in managed_in_state(workdir, "aws_security_group")}
+        parameter_groups = {r["id"] for r in managed_in_state(workdir, "aws_db_parameter_group")}
+        expect(not set(groups) & old_groups and not parameter_groups & old_parameter_groups,
+               f"the state still has the old groups: {sorted(set(groups) & old_groups)} "
+               f"{sorted(parameter_groups & old_parameter_groups)}")
+        ec2 = aws_client(url, "ec2")
+        in_vpc = [g for page in ec2.get_paginator("describe_security_groups").paginate(
+            Filters=[{"Name": "vpc-id", "Values": [settings.network.vpc_id]}]) for g in page["SecurityGroups"]]
+        ours = {g["GroupId"]: g["GroupName"] for g in in_vpc if g["GroupName"].startswith(f"{prefix}-")}
+        lambda_groups = [i for i, n in ours.items() if n.startswith(f"{prefix}-lambda")]
+        rds_groups = [i for i, n in ours.items() if n.startswith(f"{prefix}-rds")]
+        expect(len(lambda_groups) == 1 and len(rds_groups) == 1 and set(ours) == set(groups),
+               f"security groups of {prefix} in the emulator: {ours}; expected the state's {sorted(groups)}")
+        rds = aws_client(url, "rds")
+        names = sorted(g["DBParameterGroupName"] for page in rds.get_paginator("describe_db_parameter_groups")
+                       .paginate() for g in page["DBParameterGroups"] if g["DBParameterGroupName"].startswith(f"{prefix}-"))
+        expect(names == sorted(parameter_groups),
+               f"parameter groups of {prefix} in the emulator: {names}; expected the state's {sorted(parameter_groups)}")
+        (instance,) = managed_in_state(workdir, "aws_db_instance")
+        (db,) = rds.describe_db_instances(DBInstanceIdentifier=instance["identifier"])["DBInstances"]
+        used_parameter_groups = [g["DBParameterGroupName"] for g in db["DBParameterGroups"]]
+        used_groups = [g["VpcSecurityGroupId"] for g in db["VpcSecurityGroups"]]
+        expect(used_parameter_groups == names and used_groups == rds_groups,
+               f"the database uses {used_parameter_groups} and {used_groups}, not the new {names} and {rds_groups}")
+        self.out(f"rehearsal: replace: security groups {sorted(old_groups)} -> {sorted(ours)}, parameter group "
+                 f"{sorted(old_parameter_groups)} -> {names}")
+        self._expect_no_changes(tf, "the plan after the replacement")
+
+    def _upgrade(self, tf: Callable[..., Any], url: str, workdir: Path) -> None:
+        """RDS upgrades the minor version itself (auto_minor_version_upgrade): Terraform must not try to undo it."""
+        (instance,) = managed_in_state(workdir, "aws_db_instance")
+        rds = aws_client(url, "rds")
+        (db,) = rds.describe_db_instances(DBInstanceIdentifier=instance["identifier"])["DBInstances"]
+        before = db["EngineVersion"]
+        expect(before != UPGRADED_ENGINE_VERSION, f"the database already runs {before}")
+        rds.modify_db_instance(DBInstanceIdentifier=instance["identifier"], EngineVersion=UPGRADED_ENGINE_VERSION,
+                               ApplyImmediately=True)
+        (db,) = rds.describe_db_instances(DBInstanceIdentifier=instance["identifier"])["DBInstances"]
+        expect(db["EngineVersion"] == UPGRADED_ENGINE_VERSION,
+               f"the emulator reports {db['EngineVersion']} after the upgrade to {UPGRADED_ENGINE_VERSION}")
+        self.out(f"rehearsal: upgrade: {instance['identifier']} {before} -> {db['EngineVersion']} outside Terraform "
+                 f"(configured: {instance.get('engine_version')})")
+        result = tf("plan", "-input=false", "-no-color", "-lock=false", "-detailed-exitcode", "-out=tfplan-upgrade",
+                    ok_codes=(0, 2))
+        if result.returncode == 2:
+            changes = plan_change_lines(json.loads(tf("show", "-json", "tfplan-upgrade").stdout))
+            raise RehearsalError(f"the plan after RDS upgraded to {UPGRADED_ENGINE_VERSION} is not empty:\n  "
+                                 + "\n  ".join(changes))
+
+    def _rebuild(self, tf: Callable[..., Any], url: str, workdir: Path, settings: Any) -> None:
+        """Torn down and built again at once: nothing the first build named may still hold its name."""
+        secrets = managed_in_state(workdir, "aws_secretsmanager_secret")
+        (db_before,) = managed_in_state(workdir, "aws_db_instance")
+        # No refresh: the plan just before read everything back.
+        tf("destroy", "-input=false", "-no-color", "-lock=false", "-refresh=false", "-auto-approve")
+        managed = managed_in_state(workdir)
+        expect(not managed, f"resources left after destroy: {[r['_address'] for r in managed]}")
+        tf("apply", "-input=false", "-no-color", "-lock=false", "-auto-approve")
+        (db_after,) = managed_in_state(workdir, "aws_db_instance")
+        rds = aws_client(url, "rds")
+        (db,) = rds.describe_db_instances(DBInstanceIdentifier=db_after["identifier"])["DBInstances"]
+        expect(db_after["identifier"] == db_before["identifier"] and db["DBInstanceStatus"] == "available",
+               f"the database came back as {db_after['identifier']} ({db['DBInstanceStatus']})")
+        sm = aws_client(url, "secretsmanager")
+        rebuilt = {r["_address"]: r for r in managed_in_state(workdir, "aws_secretsmanager_secret")}
+        for old in secrets:  # the stack's own token secret (none when the settings name an existing one)
+            scheduled = sm.describe_secret(SecretId=old["arn"])
+            expect(scheduled.get("DeletedDate") is not None, f"{old['name']} is not scheduled for deletion")
+            new = rebuilt.get(old["_address"])
+            expect(new is not None and new["arn"] != old["arn"], f"no new secret for {old['_address']}")
+            self.out(f"rehearsal: rebuild: {old['name']} scheduled for deletion, {new['name']} created")
+
+    # -- the prod-like environment (a thread, alongside the rest) ------------------------------------
+    def _prodlike(self, url: str, binary: str, act2: Future[Path], settings: Any) -> None:
+        with contextlib.suppress(BaseException):  # the verdict is recorded and printed by phase()
+            with self.phase(PRODLIKE):
+                self._prodlike_twice(url, binary, act2, settings)
+
+    def _prodlike_twice(self, url: str, binary: str, act2: Future[Path], settings: Any) -> None:
+        assert self.scratch is not None
+        folder = self.scratch / PRODLIKE
+        folder.mkdir()
+        step_started = time.monotonic()
+
+        def step(text: str) -> None:
+            nonlocal step_started
+            now = time.monotonic()
+            self.out(f"rehearsal: {PRODLIKE}: {text} ({now - step_started:.1f} s)")
+            step_started = now
+
+        while True:  # in slices: the rehearsal may stop meanwhile
+            try:
+                outdir = act2.result(timeout=0.5)
+                break
+            except FutureTimeout:
+                if self.background.stopped.is_set():
+                    raise RehearsalError("stopped: the rehearsal ended early") from None
+        workdir = folder / "stack"
+        prepare_stack(outdir / "stacks" / settings.stack_name, workdir, url)
+        env = terraform_environment(folder)
+        log = folder / "terraform.log"
+
+        def tf(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+            return self.background.run(binary, workdir, env, *args, log=log, timeout=TERRAFORM_TIMEOUT, **kw)
+
+        tf("init", "-input=false", "-no-color")
+        step(f"stack {settings.stack_name} synthesized, init ok")
+        identifier, final_snapshots = "", []
+        for build in (1, 2):
+            tf("apply", "-input=false", "-no-color", "-lock=false", "-auto-approve")
+            (db,) = managed_in_state(workdir, "aws_db_instance")
+            identifier = db["identifier"]
+            expect(not db.get("skip_final_snapshot") and not db.get("deletion_protection"),
+                   f"{identifier}: skip_final_snapshot {db.get('skip_final_snapshot')}, deletion_protection "
+                   f"{db.get('deletion_protection')}; the prod-like environment keeps a final snapshot and can go")
+            final_snapshots.append(db["final_snapshot_identifier"])
+            step(f"apply {build} ok")
+            tf("destroy", "-input=false", "-no-color", "-lock=false", "-refresh=false", "-auto-approve")
+            managed = managed_in_state(workdir)
+            expect(not managed, f"resources left after destroy {build}: {[r['_address'] for r in managed]}")
+            step(f"destroy {build} ok, final snapshot {db['final_snapshot_identifier']}")
+        rds = aws_client(url, "rds")
+        snapshots = [s for page in rds.get_paginator("describe_db_snapshots").paginate(SnapshotType="manual")
+                     for s in page["DBSnapshots"]]
+        problems = check_final_snapshots(snapshots, identifier, final_snapshots)
+        expect(not problems, "\n".join(problems))
 
     # -- phases with the deployed stack -----------------------------------------------------------
-    def _serve(self, url: str, outputs: dict[str, Any], cleanup: contextlib.ExitStack) -> tuple:
+    def _serve(self, url: str, outputs: dict[str, Any], name_prefix: str, cleanup: contextlib.ExitStack) -> tuple:
         from tests.support.fake_pagerduty import FakePagerDuty, generate_account
         from tests.support.lambda_runtime import InProcessLambdas, load_handler
         from tests.support.postgres import throwaway_postgres
 
-        deployment = read_deployment(url, outputs)
+        deployment = read_deployment(url, outputs, name_prefix)
         secret = deployment.db_secret
         expect(isinstance(secret.get("username"), str) and isinstance(secret.get("password"), str),
                "the RDS-managed secret has no username/password")

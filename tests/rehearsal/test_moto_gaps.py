@@ -1,19 +1,23 @@
 """Each gap of tests/support/moto_gaps.py: moto (pinned) still lacks the behaviour, and the patch supplies it.
 
 A `test_moto_still_lacks_*` failing after a moto upgrade means moto now does it itself: drop that patch
-(and its tests) from tests/support/moto_gaps.py.
+(and its tests) from tests/support/moto_gaps.py. The `test_moto_refuses_*`/`test_moto_stores_*` tests are the
+other way round: AWS rules the rehearsal's second act relies on that moto enforces itself; one failing means
+moto stopped, and the act could pass for the wrong reason until a patch supplies the rule again.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import re
 import uuid
 import zipfile
 from importlib.metadata import version
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from tests.support import moto_gaps
@@ -187,10 +191,136 @@ def test_patch_keeps_referencing_rule_descriptions():
         assert referencing_rule_descriptions() == ["from b", "to a"]
 
 
+# -- gap 7: CreateSecret with the name of a secret scheduled for deletion ---------------------------
+def create_secret_over_a_scheduled_one():
+    sm = client("secretsmanager")
+    name = unique("env/pagerduty-api-token")
+    sm.create_secret(Name=name)
+    sm.delete_secret(SecretId=name, RecoveryWindowInDays=7)
+    with pytest.raises(ClientError) as refused:
+        sm.create_secret(Name=name)
+    return refused.value.response["Error"]["Code"], refused.value.response["Error"]["Message"]
+
+
+@mock_aws
+def test_moto_still_answers_a_scheduled_secret_name_with_resource_exists():
+    assert create_secret_over_a_scheduled_one()[0] == "ResourceExistsException"
+
+
+@mock_aws
+def test_patch_refuses_a_scheduled_secret_name_as_aws_does():
+    with moto_gaps.filled():
+        assert create_secret_over_a_scheduled_one() == ("InvalidRequestException", moto_gaps.SCHEDULED_FOR_DELETION)
+
+
+@mock_aws
+def test_patch_leaves_other_secret_names_alone():
+    sm = client("secretsmanager")
+    name = unique("env/pagerduty-api-token")
+    with moto_gaps.filled():
+        sm.create_secret(Name=name)
+        with pytest.raises(ClientError, match="ResourceExistsException"):
+            sm.create_secret(Name=name)  # a live secret: AWS's answer too
+        sm.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
+        sm.create_secret(Name=name)  # deleted without a recovery window: the name is free again
+
+
+# -- gap 8: one DbiResourceId per DB instance -----------------------------------------------------
+def resource_ids_and_lookups():
+    rds = client("rds")
+    names = [unique("a-postgres"), unique("b-postgres")]
+    for name in names:
+        create_postgres(rds, name, version="17")
+    ids = [rds.describe_db_instances(DBInstanceIdentifier=name)["DBInstances"][0]["DbiResourceId"] for name in names]
+    found = [[db["DBInstanceIdentifier"] for db in rds.describe_db_instances(
+        Filters=[{"Name": "dbi-resource-id", "Values": [resource_id]}])["DBInstances"]] for resource_id in ids]
+    return names, ids, found
+
+
+@mock_aws
+def test_moto_still_gives_every_db_instance_the_same_resource_id():
+    _names, ids, _found = resource_ids_and_lookups()
+    assert ids[0] == ids[1]
+
+
+@mock_aws
+def test_patch_gives_each_db_instance_its_own_resource_id():
+    with moto_gaps.filled():
+        names, ids, found = resource_ids_and_lookups()
+    assert ids[0] != ids[1] and all(re.fullmatch(r"db-[A-Z0-9]{26}", i) for i in ids)
+    assert found == [[names[0]], [names[1]]]  # what the provider's read by resource ID needs
+
+
+# -- AWS rules the rehearsal's second act relies on, which moto enforces itself (no patch) ----------
+# If one of these fails after a moto upgrade, the act could pass for the wrong reason: add a gap patch.
+def error_code(call, **kwargs) -> str:
+    with pytest.raises(ClientError) as refused:
+        call(**kwargs)
+    return refused.value.response["Error"]["Code"]
+
+
+@mock_aws
+def test_moto_refuses_a_duplicate_security_group_name_in_a_vpc():
+    ec2 = client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    ec2.create_security_group(GroupName="env-lambda-sg", Description="old", VpcId=vpc)
+    assert error_code(ec2.create_security_group, GroupName="env-lambda-sg", Description="new",
+                      VpcId=vpc) == "InvalidGroup.Duplicate"
+
+
+@mock_aws
+def test_moto_refuses_a_duplicate_db_parameter_group_name():
+    rds = client("rds")
+    name = unique("env-postgres17")
+    rds.create_db_parameter_group(DBParameterGroupName=name, DBParameterGroupFamily="postgres17", Description="old")
+    assert error_code(rds.create_db_parameter_group, DBParameterGroupName=name, DBParameterGroupFamily="postgres17",
+                      Description="new") == "DBParameterGroupAlreadyExists"
+
+
+def create_postgres(rds, name: str, version: str = "17.5") -> None:
+    rds.create_db_instance(DBInstanceIdentifier=name, DBInstanceClass="db.t4g.micro", Engine="postgres",
+                           EngineVersion=version, AllocatedStorage=20, MasterUsername="pipeline_admin",
+                           ManageMasterUserPassword=True, AutoMinorVersionUpgrade=True)
+
+
+@mock_aws
+def test_moto_refuses_a_final_snapshot_identifier_that_exists():
+    rds = client("rds")
+    name = unique("env-postgres")
+    create_postgres(rds, name)
+    rds.delete_db_instance(DBInstanceIdentifier=name, FinalDBSnapshotIdentifier=f"{name}-final")
+    create_postgres(rds, name)
+    assert error_code(rds.delete_db_instance, DBInstanceIdentifier=name,
+                      FinalDBSnapshotIdentifier=f"{name}-final") == "DBSnapshotAlreadyExists"
+
+
+@mock_aws
+def test_moto_stores_and_returns_a_modified_engine_version():
+    rds = client("rds")
+    name = unique("env-postgres")
+    create_postgres(rds, name)
+    modified = rds.modify_db_instance(DBInstanceIdentifier=name, EngineVersion="17.6", ApplyImmediately=True)
+    assert modified["DBInstance"]["EngineVersion"] == "17.6"
+    assert rds.describe_db_instances(DBInstanceIdentifier=name)["DBInstances"][0]["EngineVersion"] == "17.6"
+
+
+@mock_aws
+def test_moto_reports_a_major_only_engine_version_as_given():
+    """AWS picks the default minor version for "17" and reports it (17.x); moto reports "17". Not patched:
+    the default minor is not knowable offline, and the provider compares the version by prefix either way."""
+    rds = client("rds")
+    name = unique("env-postgres")
+    create_postgres(rds, name, version="17")
+    assert rds.describe_db_instances(DBInstanceIdentifier=name)["DBInstances"][0]["EngineVersion"] == "17"
+
+
 def test_patches_are_undone_after_the_block():
     from moto.stepfunctions.responses import StepFunctionResponse
 
     with moto_gaps.filled():
         assert hasattr(StepFunctionResponse, "validate_state_machine_definition")
     assert not hasattr(StepFunctionResponse, "validate_state_machine_definition")
+    from moto.secretsmanager.models import SecretsManagerBackend
+
+    assert SecretsManagerBackend.create_secret is moto_gaps._original_create_secret
 

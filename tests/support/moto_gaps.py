@@ -11,6 +11,8 @@ deploy: they make the emulator answer the way AWS does.
 
 from __future__ import annotations
 
+import base64
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -20,6 +22,8 @@ from moto.awslambda.models import LambdaFunction
 from moto.core.responses import ActionResult
 from moto.ec2.models.security_groups import SecurityGroupRule
 from moto.rds.models import DBInstance, DBParameterGroup
+from moto.secretsmanager.exceptions import InvalidRequestException
+from moto.secretsmanager.models import SecretsManagerBackend
 from moto.stepfunctions.responses import StepFunctionResponse
 
 MOTO_VERSION = "5.2.5"
@@ -101,6 +105,15 @@ def _db_instance_init(self: DBInstance, *args: Any, **kwargs: Any) -> None:
     for parameter, attribute in _PERFORMANCE_INSIGHTS.items():
         if kwargs.get(parameter) is not None:
             setattr(self, attribute, kwargs[parameter])
+    self.dbi_resource_id = _new_dbi_resource_id()  # gap 8
+
+
+# Gap 8: every DB instance gets the same DbiResourceId ("db-M5ENSHXFPU6XHZ4G4ZEI5QIO2U"). The provider keeps
+# the resource ID as the instance's Terraform ID and reads it back with the `dbi-resource-id` filter, so once
+# two instances exist (two environments, or a rebuilt one next to a deleted one) the read finds two and
+# fails "couldn't find resource". AWS gives each instance its own ("db-" and 26 upper-case letters/digits).
+def _new_dbi_resource_id() -> str:
+    return "db-" + base64.b32encode(uuid.uuid4().bytes).decode()[:26]
 
 
 # -- EC2 --------------------------------------------------------------------------------------------
@@ -109,6 +122,25 @@ def _db_instance_init(self: DBInstance, *args: Any, **kwargs: Any) -> None:
 # rule comes back without it and every plan wants to set it again. AWS returns it.
 def _rule_description(self: SecurityGroupRule) -> str | None:
     return self.ip_range.get("Description") or (self.source_group or {}).get("Description")
+
+
+# -- Secrets Manager --------------------------------------------------------------------------------
+# Gap 7: CreateSecret with the name of a secret that is scheduled for deletion (DeleteSecret with a recovery
+# window) answers ResourceExistsException "already exists". AWS answers InvalidRequestException "You can't
+# create this secret because a secret with this name is already scheduled for deletion." The difference
+# matters: the provider retries that InvalidRequestException for two minutes (the old secret might be
+# going), then fails with AWS's message; on ResourceExistsException it fails at once with another message.
+# Both refuse the name: this patch changes the answer, not whether there is one.
+SCHEDULED_FOR_DELETION = ("You can't create this secret because a secret with this name is already scheduled "
+                          "for deletion.")
+_original_create_secret = SecretsManagerBackend.create_secret
+
+
+def _create_secret(self: SecretsManagerBackend, name: str, *args: Any, **kwargs: Any) -> str:
+    existing = self.secrets.get(name)
+    if existing is not None and existing.is_deleted():
+        raise InvalidRequestException(SCHEDULED_FOR_DELETION)
+    return _original_create_secret(self, name, *args, **kwargs)
 
 
 @contextmanager
@@ -126,6 +158,7 @@ def filled() -> Iterator[None]:
         patch(mock.patch.object(DBParameterGroup, "update_parameters", _parameter_group_update))
         patch(mock.patch.object(DBInstance, "__init__", _db_instance_init))
         patch(mock.patch.object(SecurityGroupRule, "description", property(_rule_description)))
+        patch(mock.patch.object(SecretsManagerBackend, "create_secret", _create_secret))
         yield
 
 
