@@ -71,8 +71,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "layer" / "python") not in sys.path:  # the handlers import pagerduty_pipeline from the layer
     sys.path.insert(0, str(ROOT / "layer" / "python"))
 
-from tools.terraform import (ERROR_TAIL_LINES, TerraformError, copy_with_local_backend,  # noqa: E402
-                             run_logged, terraform_env, terraform_path)
+from tools.terraform import (ERROR_TAIL_LINES, TerraformError, communicate_or_kill_group,  # noqa: E402
+                             copy_with_local_backend, run_logged, terraform_env, terraform_path)
 
 REGION = "eu-west-2"
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal"}
@@ -391,12 +391,7 @@ class ProcessGroups:
                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
             self._running.add(proc.pid)
         try:
-            stdout, stderr = proc.communicate(timeout=timeout)
-        except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            raise
+            stdout, stderr = communicate_or_kill_group(proc, timeout)
         finally:
             with self._lock:
                 self._running.discard(proc.pid)

@@ -58,13 +58,7 @@ def run_logged(binary: str, folder: Path, env: dict[str, str], *args: str, log: 
     raises TerraformError with the last lines of the output."""
     proc = subprocess.Popen([binary, *args], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
+    stdout, stderr = communicate_or_kill_group(proc, timeout)
     shown = stdout if stdout_to is None else f"(stdout written to {stdout_to.name})\n"
     with log.open("a", encoding="utf-8") as fh:
         fh.write(f"$ terraform {' '.join(args)}\n{shown}{stderr}[exit {proc.returncode}]\n\n")
@@ -74,6 +68,18 @@ def run_logged(binary: str, folder: Path, env: dict[str, str], *args: str, log: 
     if stdout_to is not None:
         stdout_to.write_text(stdout, encoding="utf-8")
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def communicate_or_kill_group(proc: subprocess.Popen[str], timeout: float | None) -> tuple[str, str]:
+    """(stdout, stderr) of a process started in its own session; on a timeout or Ctrl-C its whole process group
+    is killed (terraform leaves provider plugins running otherwise) before the exception goes on."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
 
 
 def copy_with_local_backend(stack_dir: Path, workdir: Path, override_name: str, state_path: Path) -> None:
