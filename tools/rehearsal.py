@@ -316,13 +316,6 @@ def check_replacement_plan(plan: dict[str, Any]) -> list[str]:
     return problems
 
 
-def plan_changes(plan: dict[str, Any]) -> str:
-    """One line per resource the plan changes: `address: actions`."""
-    return "\n".join(f"  {rc['address']}: {'/'.join(rc['change']['actions'])}"
-                     for rc in plan.get("resource_changes", [])
-                     if rc["change"]["actions"] not in (["no-op"], ["read"]))
-
-
 def plan_summary(plan: dict[str, Any]) -> str:
     """The plan's changes counted by kind: replacements in their order, then in-place updates."""
     kinds = {("create", "delete"): "create-before-destroy", ("delete", "create"): "delete-then-create",
@@ -683,7 +676,7 @@ class Rehearsal:
         plan = json.loads(tf("show", "-json", "tfplan-replace").stdout)
         problems = check_replacement_plan(plan)
         expect(not problems, "the plan of the new descriptions is not the replacement expected:\n"
-               + "\n".join(problems) + "\nthe plan changes:\n" + plan_changes(plan))
+               + "\n".join(problems) + "\nthe plan changes:\n  " + "\n  ".join(plan_change_lines(plan)))
         self.out(f"rehearsal: replace: plan {plan_summary(plan)}")
         tf("apply", "-input=false", "-no-color", "-lock=false", "tfplan-replace")
 
