@@ -54,6 +54,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from review.plan_summary import count_actions  # standard library only, like this module
+
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 LOCK_FILE = ".terraform.lock.hcl"
@@ -127,9 +129,8 @@ def plan_has_changes(plan_json: Path) -> bool:
         plan = json.loads(plan_json.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return True
-    for change in plan.get("resource_changes") or []:
-        if (change.get("change") or {}).get("actions") not in (["no-op"], ["read"]):
-            return True
+    if any(count for kind, count in count_actions(plan).items() if kind not in ("no-op", "read")):
+        return True
     return any((change or {}).get("actions") not in (["no-op"], None)
                for change in (plan.get("output_changes") or {}).values())
 
