@@ -36,13 +36,21 @@ def configure_aws(stack: TerraformStack, region: str, tags: dict[str, str]) -> N
     stack.add_override("terraform.required_version", TERRAFORM_VERSION)
 
 
+def use_s3_backend(stack: TerraformStack, backend: dict[str, Any], key_prefix: str) -> None:
+    """Apply backend.tf.json's S3 settings as they are, with the state key under ``key_prefix/``."""
+    config = {**backend, "key": f"{key_prefix}/{backend['key']}"}
+    S3Backend(stack, bucket=config["bucket"], key=config["key"])
+    for field, value in config.items():  # every setting, including those S3Backend's typed API lacks
+        stack.add_override(f"terraform.backend.s3.{field}", value)
+
+
 class PipelineStack(TerraformStack):
     def __init__(self, scope: Construct, settings: Settings, backend: dict[str, Any]) -> None:
         super().__init__(scope, settings.stack_name)
         self.settings = settings
         configure_aws(self, settings.region, {"Project": settings.project, "Environment": settings.environment,
                                               "ManagedBy": "cdktf", **settings.tags})
-        self._use_backend(backend)
+        use_s3_backend(self, backend, key_prefix=settings.environment)  # state key kept per environment
 
         account_id = DataAwsCallerIdentity(self, "caller").account_id
         partition = DataAwsPartition(self, "partition").partition
@@ -72,11 +80,3 @@ class PipelineStack(TerraformStack):
         }
         for name, (value, description) in outputs.items():
             TerraformOutput(self, name, value=value, description=description, static_id=True)
-
-    def _use_backend(self, backend: dict[str, Any]) -> None:
-        """Apply backend.tf.json's S3 settings as they are, with the state key kept per environment."""
-        config = dict(backend)
-        config["key"] = f"{self.settings.environment}/{config['key']}"
-        S3Backend(self, bucket=config["bucket"], key=config["key"])
-        for field, value in config.items():
-            self.add_override(f"terraform.backend.s3.{field}", value)

@@ -23,7 +23,6 @@ from modules.cdk import (
     DynamodbTablePointInTimeRecovery,
     DynamodbTableServerSideEncryption,
     LocalBackend,
-    S3Backend,
     S3Bucket,
     S3BucketLifecycleConfiguration,
     S3BucketLifecycleConfigurationRule,
@@ -43,7 +42,7 @@ from modules.cdk import (
     TerraformStack,
 )
 from modules.encryption import administered_through_iam, rotating_key
-from modules.stack import configure_aws
+from modules.stack import configure_aws, use_s3_backend
 
 STACK_NAME = "stepfuncproject-state"
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,10 +73,7 @@ class StateBackendStack(TerraformStack):
         if local_state_dir is not None:
             LocalBackend(self, path=os.path.relpath(LOCAL_STATE_FILE, local_state_dir.resolve()))
         else:
-            config = {**backend, "key": f"{STATE_KEY_PREFIX}/{backend['key']}"}
-            S3Backend(self, bucket=config["bucket"], key=config["key"])
-            for field, value in config.items():
-                self.add_override(f"terraform.backend.s3.{field}", value)
+            use_s3_backend(self, backend, key_prefix=STATE_KEY_PREFIX)
         configure_aws(self, backend["region"], {"Project": project, "Environment": "shared", "ManagedBy": "cdktf",
                                                 "Purpose": "terraform-state"})
         account_id = DataAwsCallerIdentity(self, "caller").account_id
