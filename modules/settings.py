@@ -291,6 +291,11 @@ class S3BackendSettings(_Strict):
     kms_key_id: str = Field(pattern=r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:)?alias/[A-Za-z0-9/_-]{1,250}$")
 
 
+def key_alias(kms_key_id: str) -> str:
+    """The alias name (``alias/...``) backend.tf.json's kms_key_id names, given as a name or an alias ARN."""
+    return "alias/" + kms_key_id.split(":alias/", 1)[-1].removeprefix("alias/")
+
+
 def load_backend(path: Path = BACKEND_FILE) -> dict[str, Any]:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))

@@ -42,6 +42,7 @@ from modules.cdk import (
     TerraformStack,
 )
 from modules.encryption import administered_through_iam, rotating_key
+from modules.settings import key_alias
 from modules.stack import configure_aws, use_s3_backend
 
 STACK_NAME = "stepfuncproject-state"
@@ -51,11 +52,6 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCAL_STATE_FILE = ROOT / "state" / f"{STACK_NAME}.tfstate"
 STATE_KEY_PREFIX = "state-backend"  # no environment can be named this (environment names have no hyphen)
 NONCURRENT_VERSION_DAYS = 90  # how long superseded state versions are kept for recovery
-
-
-def key_alias(kms_key_id: str) -> str:
-    """The alias name (``alias/...``) backend.tf.json's kms_key_id names, given as a name or an alias ARN."""
-    return "alias/" + kms_key_id.split(":alias/", 1)[-1].removeprefix("alias/")
 
 
 class StateBackendStack(TerraformStack):

@@ -206,8 +206,9 @@ def prepare_stack(stack_dir: Path, workdir: Path, url: str) -> None:
     (workdir / PROVIDER_OVERRIDE).write_text(json.dumps({"provider": {"aws": [provider]}}, indent=2) + "\n")
 
 
-def provider_override(url: str) -> dict[str, Any]:
-    """Provider arguments merged over the stack's (region and default_tags stay as synthesized)."""
+def provider_override(url: str, services: tuple[str, ...] = ENDPOINT_SERVICES) -> dict[str, Any]:
+    """Provider arguments merged over the stack's (region and default_tags stay as synthesized), with the
+    endpoints of ``services`` pointed at the emulator."""
     return {
         "access_key": FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
         "secret_key": FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
@@ -216,7 +217,7 @@ def provider_override(url: str) -> dict[str, Any]:
         "skip_region_validation": True,
         "skip_requesting_account_id": False,  # sts GetCallerIdentity answers from the emulator
         "s3_use_path_style": True,
-        "endpoints": [{service: url for service in ENDPOINT_SERVICES}],
+        "endpoints": [{service: url for service in services}],
     }
 
 

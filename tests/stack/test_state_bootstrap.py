@@ -51,9 +51,11 @@ from typing import Any
 
 import pytest
 
+from modules.settings import key_alias  # pydantic only: no CDK import
 from tests.support.synth import BOOTSTRAP_STACK as STACK_NAME
 from tests.support.synth import ROOT, run_main, synthesize
 from tests.support.tools import terraform_binary, terraform_env
+from tools import rehearsal
 from tools.terraform import TerraformError, copy_with_local_backend, run_logged
 
 pytestmark = pytest.mark.slow
@@ -140,14 +142,8 @@ def s3_backend(stack_dir: Path) -> dict[str, Any]:
 
 
 def provider_override(url: str) -> dict[str, Any]:
-    """Provider arguments merged over the stack's (region and default_tags stay as synthesized)."""
-    return {"provider": {"aws": [{
-        "access_key": ACCESS_KEY, "secret_key": SECRET_KEY,
-        "skip_credentials_validation": True, "skip_metadata_api_check": True, "skip_region_validation": True,
-        "skip_requesting_account_id": False,  # sts GetCallerIdentity answers from moto
-        "s3_use_path_style": True,
-        "endpoints": [{service: url for service in PROVIDER_SERVICES}],
-    }]}}
+    """The rehearsal's provider override (fake keys, no metadata or credential checks), for the state services."""
+    return {"provider": {"aws": [rehearsal.provider_override(url, PROVIDER_SERVICES)]}}
 
 
 def backend_override(settings: dict[str, Any], url: str) -> dict[str, Any]:
@@ -252,11 +248,6 @@ def new_machine(tmp_path: Path, stack_dir: Path, url: str, settings: dict[str, A
     return folder
 
 
-def alias_name(kms_key_id: str) -> str:
-    """`alias/x` for an alias given as a name or as an alias ARN."""
-    return "alias/" + kms_key_id.split(":alias/", 1)[-1].removeprefix("alias/")
-
-
 def state_object_problems(url: str, bucket: str, key: str, kms_key_id: str) -> list[str]:
     """What is wrong with the state object's encryption: it must be SSE-KMS with the key `kms_key_id` (the
     alias backend.tf.json names) resolves to, the key the bootstrap stack created."""
@@ -270,7 +261,7 @@ def state_object_problems(url: str, bucket: str, key: str, kms_key_id: str) -> l
     expected = kms.describe_key(KeyId=kms_key_id)["KeyMetadata"]
     # S3 reports the key's ARN. moto reports the key id the request named, here the alias: resolved through KMS.
     if object_key.startswith("alias/") or ":alias/" in object_key:
-        if alias_name(object_key) != alias_name(kms_key_id):
+        if key_alias(object_key) != key_alias(kms_key_id):
             return [f"s3://{bucket}/{key} is encrypted with {object_key}, expected {kms_key_id}"]
         object_key = kms.describe_key(KeyId=object_key)["KeyMetadata"]["Arn"]
     if object_key not in (expected["Arn"], expected["KeyId"]):
