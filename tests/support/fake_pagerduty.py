@@ -780,7 +780,7 @@ class FakePagerDuty:
         self.latency = latency
         self.jitter = jitter
         self.requests: list[RequestRecord] = []
-        self.in_flight = 0  # requests being handled now (parsed, response not yet written)
+        self.in_flight = 0  # requests being handled now (parsed, answer not yet sent)
         self.max_concurrent = 0  # peak of in_flight since start or reset_stats()
         self.rate_limited = 0  # 429s sent because the enforced rate limit was exceeded (not injected ones)
         self._faults: list[Fault] = []
@@ -1141,6 +1141,9 @@ class _Handler(BaseHTTPRequestHandler):
         delay = self.fake._response_delay()
         if delay > 0:
             time.sleep(delay)  # no lock held: concurrent requests wait side by side
+        # Recorded before the client can read the answer, so a caller that has its response
+        # always finds its request in `requests` (recording after the write raced the caller).
+        self._record(status)
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
@@ -1149,12 +1152,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _record(self, status: int) -> None:
+        """Log this request once, with the status it is answered with (0: connection dropped)."""
+        if not self._recorded:
+            self._recorded = True
+            self.fake._leave(RequestRecord("GET", self._record_path, self._record_query, status,
+                                           self.headers.get("Accept", "")))
+
     def do_GET(self):  # noqa: N802
         fake = self.fake
         fake._enter()
         parts = urlsplit(self.path)
         path = parts.path
         query = parse_qs(parts.query, keep_blank_values=True)
+        self._recorded = False
+        self._record_path, self._record_query = path, query
         status = 200
         try:
             # every received request counts against the window (thread-safe: under the server's lock)
@@ -1163,6 +1175,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if not path.startswith(fake.base_path + "/"):
                     raise ApiError(404, "Not Found", 2100)
                 path = path[len(fake.base_path):]
+                self._record_path = path
             fault = fake._take_fault(path)
             if fault and fault.kind == "delay":
                 time.sleep(fault.delay)
@@ -1209,7 +1222,7 @@ class _Handler(BaseHTTPRequestHandler):
             status = 500
             self._send(500, json.dumps({"error": {"message": f"fake server error: {exc!r}", "code": 2000}}))
         finally:
-            fake._leave(RequestRecord("GET", path, query, status, self.headers.get("Accept", "")))
+            self._record(status)  # the dropped connection, which is never answered
 
 
 def main(argv: list[str] | None = None) -> None:
