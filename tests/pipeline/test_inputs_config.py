@@ -69,7 +69,8 @@ def test_missing_or_bad_environment_names_the_variable(env, db, server):
                        ("PAGERDUTY_MAX_IN_FLIGHT", "64"), ("PIPELINE_ALERTS", "some")):
         r = steps.start_run(envelope({}), env={**env, var: value})
         assert r["success"] is False and var in r["message"] and r["variable"] == var, var
-    r = steps.start_run(envelope({}), env={**env, "DB_SSL": "verify-full"})
+    no_bundle = {k: v for k, v in env.items() if k != "DB_SSL_ROOT_CERT"}
+    r = steps.start_run(envelope({}), env={**no_bundle, "DB_SSL": "verify-full"})
     assert r["success"] is False and "DB_SSL_ROOT_CERT" in r["message"]
     for fn in (steps.load_incidents, steps.validate_run):
         r = fn(envelope({"run_id": 1, "window": {"since": "a", "until": "b"}}), env={})
@@ -111,9 +112,8 @@ def test_step1_retry_reuses_the_run(env, db, server):
     assert count(db, "pipeline_runs") == 1
 
 
-def test_db_ssl_require_is_attempted(env, db, server):
-    """The throwaway server has no TLS: DB_SSL=require (the default) must refuse to fall back to plain text."""
-    no_ssl = {k: v for k, v in env.items() if k != "DB_SSL"}
-    r = steps.start_run(envelope({}), env=no_ssl)
-    assert r["success"] is False and r["error"] == "db_unavailable"
-    assert "SSL" in r["message"]
+def test_a_connection_without_tls_is_refused_by_the_server(env, db, server):
+    """The throwaway server, like RDS with rds.force_ssl=1, accepts TCP logins only over TLS."""
+    r = steps.start_run(envelope({}), env={**env, "DB_SSL": "disable"})
+    assert r["success"] is False and r["error"] == "db_tls"
+    assert "only over TLS" in r["message"] and "no encryption" in r["message"] and env["DB_HOST"] in r["message"]

@@ -11,6 +11,7 @@ from .errors import ConfigError
 DEFAULT_API_URL = "https://api.pagerduty.com"
 SSL_MODES = ("disable", "require", "verify-full")
 ALERT_POLICIES = ("all", "resolved", "off")
+DB_AUTH_MODES = ("password", "iam")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,11 @@ class Config:
     chunk_hours: int = 24
     max_in_flight: int = 8
     alerts: str = "resolved"
+    # password: user and password from the JSON secret of DB_SECRET_ARN (its username must equal DB_USER when
+    # that is set); iam: user DB_USER, password an RDS IAM auth token signed for aws_region (db_auth.py)
+    db_auth: str = "password"
+    db_user: str = ""
+    aws_region: str = ""
 
 
 def _required(env, name: str) -> str:
@@ -43,7 +49,21 @@ def load_config(env=None, *, need_pagerduty: bool = True) -> Config:
     env = os.environ if env is None else env
     db_host = _required(env, "DB_HOST")
     db_name = _required(env, "DB_NAME")
-    db_secret_arn = _required(env, "DB_SECRET_ARN")
+    db_auth = (env.get("DB_AUTH") or "").strip().lower() or "password"
+    if db_auth not in DB_AUTH_MODES:
+        raise ConfigError(f"DB_AUTH must be one of {', '.join(DB_AUTH_MODES)}, got {db_auth!r}", variable="DB_AUTH")
+    db_user = (env.get("DB_USER") or "").strip()
+    aws_region = (env.get("AWS_REGION") or "").strip() or (env.get("AWS_DEFAULT_REGION") or "").strip()
+    if db_auth == "password":
+        db_secret_arn = _required(env, "DB_SECRET_ARN")
+    else:  # iam: the function may not read the secret, and must not need it
+        db_secret_arn = (env.get("DB_SECRET_ARN") or "").strip()
+        if not db_user:
+            raise ConfigError("DB_AUTH=iam needs DB_USER (the database user the IAM token logs in as)",
+                              variable="DB_USER")
+        if not aws_region:
+            raise ConfigError("DB_AUTH=iam needs AWS_REGION (or AWS_DEFAULT_REGION): the region the IAM "
+                              "database auth token is signed for", variable="AWS_REGION")
     raw_port = (env.get("DB_PORT") or "5432").strip()
     try:
         db_port = int(raw_port)
@@ -55,6 +75,9 @@ def load_config(env=None, *, need_pagerduty: bool = True) -> Config:
     db_ssl = (env.get("DB_SSL") or "").strip().lower() or ("verify-full" if root_cert else "require")
     if db_ssl not in SSL_MODES:
         raise ConfigError(f"DB_SSL must be one of {', '.join(SSL_MODES)}, got {db_ssl!r}", variable="DB_SSL")
+    if db_auth == "iam" and db_ssl == "disable":
+        raise ConfigError("DB_SSL=disable cannot be used with DB_AUTH=iam: RDS accepts IAM auth tokens only over "
+                          "TLS (use require or verify-full)", variable="DB_SSL")
     if db_ssl == "verify-full":
         if not root_cert:
             raise ConfigError("DB_SSL=verify-full needs DB_SSL_ROOT_CERT (a CA bundle file)",
@@ -89,7 +112,7 @@ def load_config(env=None, *, need_pagerduty: bool = True) -> Config:
         raise ConfigError(f"PIPELINE_ALERTS must be one of {', '.join(ALERT_POLICIES)}, got {alerts!r}",
                           variable="PIPELINE_ALERTS")
     return Config(db_host, db_port, db_name, db_secret_arn, db_ssl, root_cert, token_arn, api_url, rpm, margin,
-                  reserve, chunk, in_flight, alerts)
+                  reserve, chunk, in_flight, alerts, db_auth, db_user, aws_region)
 
 
 def _whole_number(env, name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:

@@ -4,10 +4,17 @@ Safe to run concurrently (a session-level advisory lock serialises runners) and 
 (applied versions are recorded in ``pagerduty.schema_migrations`` and skipped). Each migration
 runs in its own transaction together with its bookkeeping row. Never edit a released migration:
 append a new one.
+
+Roles (see roles.py): ``migrate`` is called on the master user's connection. It first creates or fixes the
+cluster-wide roles (every run, not versioned), hands a schema the master created before the roles to
+``pagerduty_owner``, then runs the migrations as ``pagerduty_owner`` (``SET ROLE``), so whatever a migration
+creates belongs to the owner, and the default privileges of migration 4 give the loader and the reader their
+rights on it. It leaves the connection's role as it found it.
 """
 
 from __future__ import annotations
 
+from . import roles
 from .db import transaction
 
 LOCK_KEY = 7_310_452_981_223_001  # arbitrary constant bigint for pg_advisory_lock
@@ -178,31 +185,84 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             PRIMARY KEY (scope, since, until),
             CHECK (since < until))""",
     ]),
+    # The role names are written out: a released migration's text must not change (roles.py holds the same names).
+    (4, "roles by job", [
+        # the loader reads and writes the tables (not schema_migrations) and uses the sequences; the reader reads
+        "GRANT USAGE ON SCHEMA pagerduty TO pagerduty_loader, pagerduty_error_recorder, pagerduty_reader",
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA pagerduty TO pagerduty_loader",
+        "REVOKE INSERT, UPDATE, DELETE ON pagerduty.schema_migrations FROM pagerduty_loader",
+        "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA pagerduty TO pagerduty_loader",
+        "GRANT SELECT ON ALL TABLES IN SCHEMA pagerduty TO pagerduty_reader",
+        # the same on what later migrations create (they run as the owner)
+        """ALTER DEFAULT PRIVILEGES FOR ROLE pagerduty_owner IN SCHEMA pagerduty
+              GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO pagerduty_loader""",
+        """ALTER DEFAULT PRIVILEGES FOR ROLE pagerduty_owner IN SCHEMA pagerduty
+              GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO pagerduty_loader""",
+        """ALTER DEFAULT PRIVILEGES FOR ROLE pagerduty_owner IN SCHEMA pagerduty
+              GRANT SELECT ON TABLES TO pagerduty_reader""",
+        # a function the owner creates is nobody else's to call unless granted (PUBLIC may execute by default)
+        "ALTER DEFAULT PRIVILEGES FOR ROLE pagerduty_owner REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC",
+        # The one way to record a failure (runs.record_failure/mark_failed, the error handler): the run given, else
+        # the execution's; a run reconciled as timed_out or aborted keeps that status. Runs with the owner's rights,
+        # so the error recorder needs no table privilege.
+        """CREATE FUNCTION pagerduty.record_run_failure(p_execution_id text, p_run_id bigint, p_step text,
+                                                       p_error text, p_message text,
+                                                       OUT run_id bigint, OUT recorded boolean)
+           LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+           AS $fn$
+             WITH target AS (
+               SELECT coalesce(p_run_id, (SELECT r.run_id FROM pagerduty.pipeline_runs r
+                                           WHERE r.execution_id = p_execution_id)) AS run_id),
+             marked AS (
+               UPDATE pagerduty.pipeline_runs r
+                  SET status = 'failed', step = coalesce(p_step, r.step), error = p_error, message = p_message,
+                      finished_at = pg_catalog.now(), updated_at = pg_catalog.now()
+                 FROM target t
+                WHERE r.run_id = t.run_id AND r.status NOT IN ('timed_out', 'aborted')
+               RETURNING r.run_id)
+             SELECT t.run_id, EXISTS (SELECT 1 FROM marked) FROM target t
+           $fn$""",
+        "REVOKE ALL ON FUNCTION pagerduty.record_run_failure(text, bigint, text, text, text) FROM PUBLIC",
+        """GRANT EXECUTE ON FUNCTION pagerduty.record_run_failure(text, bigint, text, text, text)
+              TO pagerduty_error_recorder, pagerduty_loader""",
+    ]),
 ]
 
 
 def migrate(conn) -> list[int]:
-    """Bring the schema up to date; returns the versions applied by this call."""
+    """Bring the roles and the schema up to date; returns the versions applied by this call."""
     applied_now: list[int] = []
     conn.run("SELECT pg_advisory_lock(:k)", k=LOCK_KEY)
     try:
-        conn.run("CREATE SCHEMA IF NOT EXISTS pagerduty")
-        conn.run("""CREATE TABLE IF NOT EXISTS pagerduty.schema_migrations (
-                        version integer PRIMARY KEY, name text NOT NULL,
-                        applied_at timestamptz NOT NULL DEFAULT now())""")
-        done = {r[0] for r in conn.run("SELECT version FROM pagerduty.schema_migrations")}
-        for version, name, statements in MIGRATIONS:
-            if version in done:
-                continue
-            with transaction(conn):
-                for sql in statements:
-                    conn.run(sql)
-                conn.run("INSERT INTO pagerduty.schema_migrations (version, name) VALUES (:v, :n)", v=version, n=name)
-            applied_now.append(version)
+        previous_role = roles.current_role_setting(conn)
+        try:
+            if previous_role != "none":
+                roles.set_role(conn, None)  # the roles are the login (master) user's to create and grant
+            roles.ensure_roles(conn)
+            roles.take_over_schema(conn)
+            conn.run("CREATE SCHEMA IF NOT EXISTS pagerduty AUTHORIZATION " + roles.OWNER)
+            roles.set_role(conn, roles.OWNER)
+            conn.run("""CREATE TABLE IF NOT EXISTS pagerduty.schema_migrations (
+                            version integer PRIMARY KEY, name text NOT NULL,
+                            applied_at timestamptz NOT NULL DEFAULT now())""")
+            done = {r[0] for r in conn.run("SELECT version FROM pagerduty.schema_migrations")}
+            for version, name, statements in MIGRATIONS:
+                if version in done:
+                    continue
+                with transaction(conn):
+                    for sql in statements:
+                        conn.run(sql)
+                    conn.run("INSERT INTO pagerduty.schema_migrations (version, name) VALUES (:v, :n)",
+                             v=version, n=name)
+                applied_now.append(version)
+        finally:
+            try:
+                roles.set_role(conn, previous_role)
+            except Exception:  # noqa: BLE001 - connection gone: the role setting went with the session
+                pass
     finally:
         try:
             conn.run("SELECT pg_advisory_unlock(:k)", k=LOCK_KEY)
         except Exception:  # noqa: BLE001 - connection gone: the lock went with the session
             pass
     return applied_now
-

@@ -93,15 +93,26 @@ def set_step(conn, run_id: int, step: str, counts: dict | None = None) -> None:
                             "run_not_running")
 
 
+def record_failure(conn, execution_id: str | None, run_id: int | None, step: str | None, error: str,
+                   message: str) -> tuple[int | None, bool]:
+    """Record a failure on the run ``run_id``, else on the run of ``execution_id``; returns (the run's id or None,
+    whether it was marked failed). A run reconciled as timed out or aborted keeps that status: the failure of its
+    late steps (run_not_running) says nothing new. Coverage a run recorded before its execution failed stays: it
+    was validated.
+
+    The rule lives in one place, the SECURITY DEFINER function ``pagerduty.record_run_failure`` (migration 4): the
+    error handler's role may call it and nothing else, the loader (steps 1-3) calls it too."""
+    rows = conn.run("""SELECT run_id, recorded FROM pagerduty.record_run_failure(
+                           CAST(:e AS text), CAST(:r AS bigint), CAST(:step AS text), CAST(:err AS text),
+                           CAST(:m AS text))""",
+                    e=execution_id, r=run_id, step=step, err=error, m=message)
+    found, recorded = rows[0]
+    return found, bool(recorded)
+
+
 def mark_failed(conn, run_id: int, step: str | None, error: str, message: str) -> bool:
-    """Record a failure. A run reconciled as timed out or aborted keeps that status: the failure of its late
-    steps (run_not_running) says nothing new. Coverage a run recorded before its execution failed stays: it
-    was validated."""
-    rows = conn.run("""UPDATE pagerduty.pipeline_runs SET status = 'failed', step = coalesce(:step, step),
-                              error = :e, message = :m, finished_at = now(), updated_at = now()
-                        WHERE run_id = :r AND status NOT IN ('timed_out', 'aborted') RETURNING run_id""",
-                    step=step, e=error, m=message, r=run_id)
-    return bool(rows)
+    """Record a failure on run ``run_id`` (see record_failure); whether the run was marked failed."""
+    return record_failure(conn, None, run_id, step, error, message)[1]
 
 
 def find_run(conn, execution_id: str) -> int | None:

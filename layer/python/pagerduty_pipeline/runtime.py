@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
-from . import aws_secrets, runs
+from . import db_auth, runs
 from .client import PagerDutyClient
 from .config import Config
 from .db import connect, describe_db_error
@@ -105,7 +105,9 @@ def make_client(cfg: Config, token: str, sleep=time.sleep, budget: Budget | None
 
 
 def open_db(cfg: Config, step: str):
-    user, password = aws_secrets.get_db_credentials(cfg.db_secret_arn)
+    """A connection as the user of ``cfg.db_auth`` (password: DB_SECRET_ARN's secret; iam: DB_USER with a cached
+    RDS IAM token). The password or token is passed to the driver only, never logged or put in a message."""
+    user, password = db_auth.credentials(cfg)
     return connect(cfg, user, password, application_name=f"pagerduty-pipeline:{step}")
 
 

@@ -60,10 +60,9 @@ def handle_error(event, context=None, *, env=None) -> dict:
     try:
         cfg = load_config(env, need_pagerduty=False)
         conn = open_db(cfg, "lambda_error_handler")
-        if run_id is None and meta.get("execution_id"):
-            run_id = runs.find_run(conn, meta["execution_id"])
-        if run_id is not None:
-            recorded = runs.mark_failed(conn, run_id, failed_step, error, message)
+        execution_id = meta.get("execution_id") or None
+        if run_id is not None or execution_id is not None:  # the run given, else the execution's
+            run_id, recorded = runs.record_failure(conn, execution_id, run_id, failed_step, error, message)
     except (PipelineError, *DB_FAILURES) as exc:
         detail = exc.message if isinstance(exc, PipelineError) else describe_db_error(exc)
         log.error(json.dumps({"event": "failure_not_recorded", "reason": detail, "run_id": run_id}))

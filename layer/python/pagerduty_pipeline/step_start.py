@@ -6,7 +6,7 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from . import aws_secrets, runs
+from . import aws_secrets, roles, runs
 from .config import load_config
 from .coverage import chunks, iso
 from .db import DB_FAILURES, close_quietly
@@ -40,6 +40,7 @@ def start_run(event, context=None, *, env=None, sleep=time.sleep, now: datetime 
         cfg = load_config(env)
         conn = open_db(cfg, "lambda_1")
         migrate(conn)
+        roles.use_loader(conn)  # the rest as the loader steps 2 and 3 log in as: a grant it lacks shows here too
         now = (now or datetime.now(UTC)).replace(microsecond=0)
         execution_id = envelope.execution_id or f"local:{uuid.uuid4()}"
         run_id, reconciled = runs.claim_run(conn, execution_id, envelope.execution_name, envelope.input, now=now,
