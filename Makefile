@@ -13,7 +13,11 @@ PIPENV := python3 -m pipenv
 CHECKOV := .tools/checkov/bin/checkov
 CDKTN_ENV := .tools/cdktn/.installed
 
-.PHONY: setup python-env node-env tools cdk-terrain-env cdk-terrain-check lock-providers run synth validate test bench clean rehearse
+.PHONY: setup python-env node-env tools cdk-terrain-env cdk-terrain-check lock-providers run synth validate test bench clean rehearse rds-ca
+# The tests' stand-in for AWS's RDS CA bundle (tests/fixtures/tls/README.md): what the local run, the tests and the
+# rehearsal pack into the functions. Deployable synths (make synth, the workflows) use certs/ (make rds-ca).
+STAND_IN_CA := $(CURDIR)/tests/fixtures/tls/standin-rds-ca.pem
+run test rehearse cdk-terrain-check: export STEPFUNC_RDS_CA_BUNDLE := $(STAND_IN_CA)
 
 setup: python-env node-env tools
 
@@ -58,6 +62,11 @@ LOCK_STACK := cdktf.out/stacks/stepfuncproject-state
 lock-providers: synth
 	terraform -chdir=$(LOCK_STACK) providers lock $(foreach platform,$(PLATFORMS),-platform=$(platform))
 	cp $(LOCK_STACK)/.terraform.lock.hcl .terraform.lock.hcl
+
+# AWS's RDS CA bundle and its SHA-256 pin into certs/ (needs the network; commit both). RDS_CA_ARGS=--accept-new
+# takes a bundle AWS changed, after review. README, "Database access".
+rds-ca: python-env
+	$(PIPENV) run python -m tools.rds_ca fetch $(RDS_CA_ARGS)
 
 validate: synth
 	$(PIPENV) run python -m tools.validate cdktf.out

@@ -16,6 +16,7 @@ from modules import fast_import
 
 fast_import.enable()  # before anything imports cdktf: see modules/fast_import.py
 
+from modules import ca_bundle  # noqa: E402
 from modules.settings import BACKEND_FILE, ENVIRONMENTS_FILE, SettingsError, load_backend, load_settings  # noqa: E402
 
 
@@ -37,13 +38,19 @@ def main(argv: list[str] | None = None) -> int:
     try:  # everything is validated before the first construct, so bad settings write nothing
         settings = load_settings(args.settings, args.environment)
         backend = load_backend(args.backend)
-    except SettingsError as exc:
+        bundle = None
+        if any(each.database.tls == "verify-full" for each in settings):
+            bundle = ca_bundle.load()
+    except (SettingsError, ca_bundle.CaBundleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if bundle is not None and bundle.stand_in:
+        print(f"note: the functions verify the database with {bundle.path}, the tests' stand-in CA: these stacks "
+              "cannot reach an RDS database (README, \"Database access\")", file=sys.stderr)
     from modules.app import synthesize
 
     for folder in synthesize(settings, args.outdir, backend, args.allow_state_destroy,
-                             args.bootstrap_state):
+                             args.bootstrap_state, bundle):
         print(f"synthesized {folder}")
     return 0
 

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from modules.ca_bundle import CaBundle
 from modules.cdk import App
 from modules.settings import Settings
 from modules.stack import PipelineStack
@@ -20,19 +21,21 @@ LOCK_FILE = Path(__file__).resolve().parent.parent / ".terraform.lock.hcl"
 
 
 def synthesize(settings: list[Settings], outdir: Path, backend: dict[str, Any],
-               allow_state_destroy: bool = False, bootstrap_state: bool = False) -> list[Path]:
+               allow_state_destroy: bool = False, bootstrap_state: bool = False,
+               bundle: CaBundle | None = None) -> list[Path]:
     """Synthesize the state bootstrap stack and one pipeline stack per environment into outdir.
 
     Returns each stack's folder. Every folder gets the committed provider lock file; pipeline stacks also
     get state-machine.asl.json for review. ``bootstrap_state``: the bootstrap stack's first apply, with
-    local state (README, "Remote state").
+    local state (README, "Remote state"). ``bundle``: the checked RDS CA bundle, which environments with
+    database.tls = verify-full need.
     """
     outdir.mkdir(parents=True, exist_ok=True)  # the CDK creates only the last folder of the path
     app = App(outdir=str(outdir))
     local_state_dir = outdir / "stacks" / STATE_STACK_NAME if bootstrap_state else None
     bootstrap = StateBackendStack(app, backend, project=settings[0].project, allow_destroy=allow_state_destroy,
                                   local_state_dir=local_state_dir)
-    stacks = [PipelineStack(app, environment, backend) for environment in settings]
+    stacks = [PipelineStack(app, environment, backend, bundle) for environment in settings]
     app.synth()
     folders = [outdir / "stacks" / bootstrap.node.id,
                *(outdir / "stacks" / stack.settings.stack_name for stack in stacks)]

@@ -104,6 +104,7 @@ class Database(Construct):
         self.address = self.instance.address
         self.port = self.instance.port
         self.secret_arn = self.instance.master_user_secret.get(0).secret_arn
+        self.resource_id = self.instance.resource_id  # DbiResourceId: what rds-db:connect ARNs name
 
     def _snapshot_suffix(self, identifier: str) -> str:
         """Eight hex digits, new for every instance this stack creates and fixed for its lifetime.

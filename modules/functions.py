@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from modules import packaging
+from modules import ca_bundle, packaging
+from modules.ca_bundle import FUNCTION_PATH, CaBundle
 from modules.cdk import (
     AssetType,
     CloudwatchLogGroup,
@@ -29,21 +30,32 @@ from modules.workflow import state_machine_name
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Database roles the migrations create (layer/python/pagerduty_pipeline/roles.py; a test keeps them equal).
+LOADER_USER = "pagerduty_loader"
+ERROR_RECORDER_USER = "pagerduty_error_recorder"
+MIGRATES = None  # database_user of the function that logs in as the master user, because it migrates
+
+
 @dataclass(frozen=True)
 class FunctionSpec:
     folder: str
     description: str
     reads_pagerduty_token: bool
+    # The database user it logs in as with an IAM token, or MIGRATES: the master login from the RDS-managed
+    # secret, which creates the schema and the roles (so only that function may read the master secret).
+    database_user: str | None
     # Describes earlier executions of the pipeline, to release the run lock of one that timed out or was aborted.
     reads_own_executions: bool = False
 
 
 FUNCTIONS = (
     FunctionSpec("lambda_1", "Validates the request, migrates the schema, loads reference data, counts incidents", True,
-                 reads_own_executions=True),
-    FunctionSpec("lambda_2", "Loads the window's incidents, log entries, notes and alerts (resumable)", True),
-    FunctionSpec("lambda_3", "Validates the loaded data and advances the watermark", False),
-    FunctionSpec("lambda_error_handler", "Records the failed step, error and cause on the run", False),
+                 MIGRATES, reads_own_executions=True),
+    FunctionSpec("lambda_2", "Loads the window's incidents, log entries, notes and alerts (resumable)", True,
+                 LOADER_USER),
+    FunctionSpec("lambda_3", "Validates the loaded data and advances the watermark", False, LOADER_USER),
+    FunctionSpec("lambda_error_handler", "Records the failed step, error and cause on the run", False,
+                 ERROR_RECORDER_USER),
 )
 
 
@@ -53,25 +65,32 @@ def _function_package(folder: str) -> packaging.Package:
 
 
 @lru_cache(maxsize=None)
-def _layer_package(architecture: str) -> packaging.Package:
-    return packaging.package_layer(ROOT / "layer", packaging.BUILD_DIR / "packages" / f"layer-{architecture}.zip",
-                                   architecture)
+def _layer_package(architecture: str, bundle: Path | None) -> packaging.Package:
+    name = f"layer-{architecture}{'' if bundle is None else '-' + ca_bundle.sha256_of(bundle.read_bytes())[:12]}"
+    return packaging.package_layer(ROOT / "layer", packaging.BUILD_DIR / "packages" / f"{name}.zip", architecture,
+                                   {ca_bundle.ARCHIVE_NAME: bundle} if bundle is not None else {})
 
 
 class Functions(Construct):
     """Roles are per function and grant only: its own log group, VPC network interfaces in our subnets,
-    X-Ray, the secrets that function reads, and decryption with the environment's key; step 1's also
-    describes the executions of this environment's state machine."""
+    X-Ray, the secrets that function reads, decryption with the environment's key, and `rds-db:connect` as
+    exactly its database user; step 1's also reads the master secret and describes the executions of this
+    environment's state machine."""
 
     def __init__(self, scope: Construct, id_: str, settings: Settings, network: Network, *, kms_key_arn: str,
-                 db_address: str, db_port: str, db_secret_arn: str, pagerduty_token_secret_arn: str,
-                 account_id: str, partition: str) -> None:
+                 db_address: str, db_port: str, db_secret_arn: str, db_resource_id: str,
+                 pagerduty_token_secret_arn: str, account_id: str, partition: str,
+                 ca_bundle: CaBundle | None = None) -> None:
         super().__init__(scope, id_)
         config = settings.functions
         prefix = settings.name_prefix
         region = settings.region
+        verify = settings.database.tls == "verify-full"
+        if verify and ca_bundle is None:
+            raise ValueError(f"{settings.environment}: database.tls = verify-full needs the RDS CA bundle "
+                             "(modules/ca_bundle.py)")
 
-        layer_package = _layer_package(config.architecture)
+        layer_package = _layer_package(config.architecture, ca_bundle.path if verify else None)
         layer_asset = TerraformAsset(self, "layer_code", path=str(layer_package.path), type=AssetType.FILE)
         self.layer = LambdaLayerVersion(
             self, "layer", layer_name=f"{prefix}-shared", filename=layer_asset.path,
@@ -83,9 +102,13 @@ class Functions(Construct):
             "DB_HOST": db_address,
             "DB_PORT": db_port,
             "DB_NAME": settings.database.database_name,
-            "DB_SECRET_ARN": db_secret_arn,
-            "DB_SSL": "require",
+            "DB_SSL": settings.database.tls,
+            **({"DB_SSL_ROOT_CERT": FUNCTION_PATH} if verify else {}),
         }
+        # The migrating function logs in as master with the RDS-managed secret; the others with IAM tokens as
+        # their own database user (the instance's DbiResourceId names it in the policy, not its identifier).
+        master_login = {"DB_AUTH": "password", "DB_SECRET_ARN": db_secret_arn}
+        dbuser_arn = f"arn:{partition}:rds-db:{region}:{account_id}:dbuser:{db_resource_id}"
         # Only the functions that call PagerDuty are told where its token is (and may read it, below).
         pagerduty_environment = {
             "PAGERDUTY_TOKEN_SECRET_ARN": pagerduty_token_secret_arn,
@@ -104,7 +127,12 @@ class Functions(Construct):
             log_group = CloudwatchLogGroup(
                 self, f"{spec.folder}_logs", name=f"/aws/lambda/{name}",
                 retention_in_days=settings.log_retention_days, kms_key_id=kms_key_arn)
-            secrets = [db_secret_arn] + ([pagerduty_token_secret_arn] if spec.reads_pagerduty_token else [])
+            migrates = spec.database_user is MIGRATES
+            secrets = ([db_secret_arn] if migrates else []) + \
+                ([pagerduty_token_secret_arn] if spec.reads_pagerduty_token else [])
+            database_login = (master_login if migrates else {"DB_AUTH": "iam", "DB_USER": spec.database_user})
+            connect = ([] if migrates else [statement("ConnectAsOwnDatabaseUser", ["rds-db:connect"],
+                                                      [f"{dbuser_arn}/{spec.database_user}"])])
             role = IamRole(self, f"{spec.folder}_role", name=f"{name}-role",
                            description=f"Execution role of {name}",
                            assume_role_policy=assume_role_policy("lambda.amazonaws.com", account_id))
@@ -122,8 +150,9 @@ class Functions(Construct):
                           [f"{ec2_arn}:network-interface/*", f"{ec2_arn}:security-group/{network.lambda_sg.id}",
                            *(f"{ec2_arn}:subnet/{subnet_id}" for subnet_id in settings.network.private_subnet_ids)]),
                 statement("Tracing", ["xray:PutTelemetryRecords", "xray:PutTraceSegments"], ["*"]),
-                statement("ReadOwnSecrets", ["secretsmanager:GetSecretValue"], secrets),
+                *([statement("ReadOwnSecrets", ["secretsmanager:GetSecretValue"], secrets)] if secrets else []),
                 statement("DecryptSecretsAndSettings", ["kms:Decrypt"], [kms_key_arn]),
+                *connect,
                 *executions,
             ))
             package = _function_package(spec.folder)
@@ -144,7 +173,8 @@ class Functions(Construct):
                 reserved_concurrent_executions=config.reserved_concurrency,
                 kms_key_arn=kms_key_arn,
                 environment=LambdaFunctionEnvironment(variables={
-                    **environment, **(pagerduty_environment if spec.reads_pagerduty_token else {})}),
+                    **environment, **database_login,
+                    **(pagerduty_environment if spec.reads_pagerduty_token else {})}),
                 vpc_config=LambdaFunctionVpcConfig(subnet_ids=network.subnet_ids,
                                                    security_group_ids=[network.lambda_sg.id]),
                 tracing_config=LambdaFunctionTracingConfig(mode="Active"),

@@ -58,8 +58,12 @@ def _entries(roots: list[tuple[Path, str]]) -> dict[str, Path]:
     return entries
 
 
-def write_zip(roots: list[tuple[Path, str]], target: Path) -> Package:
+def write_zip(roots: list[tuple[Path, str]], target: Path, files: dict[str, Path] | None = None) -> Package:
     entries = _entries(roots)
+    for name, file in (files or {}).items():
+        if name in entries:
+            raise ValueError(f"{name} is provided twice ({entries[name]} and {file})")
+        entries[name] = file
     if not entries:
         raise ValueError(f"nothing to package in {', '.join(str(folder) for folder, _ in roots)}")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -117,8 +121,9 @@ def layer_dependencies(architecture: str, requirements: Path = LAYER_REQUIREMENT
     return target
 
 
-def package_layer(source: Path, target: Path, architecture: str) -> Package:
-    """Zip the layer with its `python/` root: our package from layer/python plus pinned dependencies."""
+def package_layer(source: Path, target: Path, architecture: str, files: dict[str, Path] | None = None) -> Package:
+    """Zip the layer with its `python/` root: our package from layer/python plus pinned dependencies, plus
+    `files` (archive name -> file; e.g. the RDS CA bundle, /opt/<name> in the functions)."""
     python_root = source / "python"
     if not python_root.is_dir():
         raise FileNotFoundError(f"{python_root} is missing: the layer's code lives under layer/python/")
@@ -126,4 +131,4 @@ def package_layer(source: Path, target: Path, architecture: str) -> Package:
     dependencies = layer_dependencies(architecture, source / "requirements.txt")
     if dependencies is not None:
         roots.append((dependencies, "python/"))
-    return write_zip(roots, target)
+    return write_zip(roots, target, files)

@@ -29,6 +29,9 @@ DESCRIPTION = r"^[A-Za-z0-9 ._\-:/()#,@\[\]+=&;{}!$*]{1,255}$"
 SubnetId = Annotated[str, Field(pattern=SUBNET_ID)]
 
 
+PRODUCTION_ENVIRONMENTS = frozenset({"prod", "production", "prd"})  # names that never deploy weaker settings
+
+
 class SettingsError(ValueError):
     """Settings that cannot be synthesized; the message names each field and rule."""
 
@@ -85,7 +88,13 @@ class DatabaseSettings(_Strict):
     performance_insights_retention_days: int = 7
     deletion_protection: bool = True
     final_snapshot: bool = True
-    log_exports: tuple[Literal["postgresql", "upgrade", "iam-db-auth-error"], ...] = ("postgresql", "upgrade")
+    # iam-db-auth-error: why a function's IAM token was refused (wrong user, policy, or clock), not in postgresql's
+    log_exports: tuple[Literal["postgresql", "upgrade", "iam-db-auth-error"], ...] = (
+        "postgresql", "upgrade", "iam-db-auth-error")
+    # How the functions check the server: verify-full checks its certificate against the RDS CA bundle
+    # (modules/ca_bundle.py) and its host name; require only encrypts, which anything on the network path can
+    # answer. require is for a first dev deploy before `make rds-ca`; a production environment refuses it.
+    tls: Literal["verify-full", "require"] = "verify-full"
     log_min_duration_statement_ms: int = Field(1000, ge=-1)
     monitoring_interval_seconds: Literal[0, 1, 5, 10, 15, 30, 60] = 60
     parameter_group_description: str | None = Field(None, pattern=DESCRIPTION)  # a change replaces the group
@@ -190,6 +199,14 @@ class Settings(_Strict):
     workflow: WorkflowSettings = WorkflowSettings()
     api: ApiSettings = ApiSettings()
     pagerduty: PagerDutySettings = PagerDutySettings()
+
+    @model_validator(mode="after")
+    def _production_verifies_tls(self) -> Settings:
+        if self.environment in PRODUCTION_ENVIRONMENTS and self.database.tls != "verify-full":
+            raise ValueError(f"database.tls = {self.database.tls!r} would deploy {self.environment} without checking "
+                             "the database's certificate: production environments use 'verify-full' (with the RDS "
+                             "CA bundle, `make rds-ca`)")
+        return self
 
     @field_validator("log_retention_days")
     @classmethod

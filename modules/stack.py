@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from modules.ca_bundle import CaBundle
 from modules.cdk import (
     AwsProvider,
     AwsProviderDefaultTags,
@@ -45,7 +46,8 @@ def use_s3_backend(stack: TerraformStack, backend: dict[str, Any], key_prefix: s
 
 
 class PipelineStack(TerraformStack):
-    def __init__(self, scope: Construct, settings: Settings, backend: dict[str, Any]) -> None:
+    def __init__(self, scope: Construct, settings: Settings, backend: dict[str, Any],
+                 bundle: CaBundle | None = None) -> None:
         super().__init__(scope, settings.stack_name)
         self.settings = settings
         configure_aws(self, settings.region, {"Project": settings.project, "Environment": settings.environment,
@@ -60,8 +62,9 @@ class PipelineStack(TerraformStack):
         token = PagerDutyToken(self, "pagerduty_token", settings, encryption.key_arn)
         functions = Functions(
             self, "functions", settings, network, kms_key_arn=encryption.key_arn, db_address=database.address,
-            db_port=str(database.port), db_secret_arn=database.secret_arn,
-            pagerduty_token_secret_arn=token.secret_arn, account_id=account_id, partition=partition)
+            db_port=str(database.port), db_secret_arn=database.secret_arn, db_resource_id=database.resource_id,
+            pagerduty_token_secret_arn=token.secret_arn, account_id=account_id, partition=partition,
+            ca_bundle=bundle)
         self.workflow = Workflow(self, "workflow", settings, functions.arns, kms_key_arn=encryption.key_arn,
                                  account_id=account_id)
         api = HttpApi(self, "http_api", settings, self.workflow.arn, kms_key_arn=encryption.key_arn,
@@ -72,7 +75,11 @@ class PipelineStack(TerraformStack):
             f"HttpApiEndpoint-{project}": (api.endpoint, "Base URL of the HTTP API"),
             f"InvokeUrl-{project}": (f"{api.endpoint}/invoke", "POST a JSON body here to start the pipeline"),
             f"DatabaseEndpoint-{project}": (database.address, "PostgreSQL host name (private)"),
-            f"DatabaseSecretArn-{project}": (database.secret_arn, "RDS-managed secret with the master login"),
+            f"DatabaseSecretArn-{project}": (database.secret_arn, "RDS-managed secret with the master login "
+                                                                  "(only step 1, which migrates, may read it)"),
+            f"DatabaseIamUserArnPrefix-{project}": (
+                f"arn:{partition}:rds-db:{settings.region}:{account_id}:dbuser:{database.resource_id}/",
+                "rds-db:connect resource of a database user is this + the user name (README, \"Database access\")"),
             f"PagerDutyTokenSecretArn-{project}": (token.secret_arn, "Put the PagerDuty API token here"),
             f"StateMachineArn-{project}": (self.workflow.arn, "The pipeline state machine"),
             f"StateMachineLogGroup-{project}": (self.workflow.log_group.name, "Execution logs"),

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 TESTS = Path(__file__).resolve().parent
+# Every synth in the tests packs the stand-in CA (tests/fixtures/tls/README.md), also main.py runs of tools the
+# tests start: the same output whether or not certs/ holds AWS's bundle.
+os.environ["STEPFUNC_RDS_CA_BUNDLE"] = str(TESTS / "fixtures" / "tls" / "standin-rds-ca.pem")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -15,10 +15,17 @@ BOOTSTRAP_STACK = "stepfuncproject-state"
 ALL_STACKS = (BOOTSTRAP_STACK, *PIPELINE_STACKS)
 
 
+STAND_IN_CA_BUNDLE = ROOT / "tests" / "fixtures" / "tls" / "standin-rds-ca.pem"
+
+
 def run_main(*args: str, stock_import: bool | None = False, cwd: Path = ROOT,
-             timeout: float | None = 600) -> subprocess.CompletedProcess[str]:
-    """`python main.py *args`; stock_import chooses the import path, None keeps whatever the environment says."""
-    env = dict(os.environ)
+             timeout: float | None = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python main.py *args`; stock_import chooses the import path, None keeps whatever the environment says.
+
+    The functions' CA bundle is the tests' stand-in (tests/fixtures/tls/), whether or not certs/ holds AWS's:
+    the same synth everywhere (golden files), and one the local PostgreSQL's certificates verify against.
+    """
+    env = {**os.environ, "STEPFUNC_RDS_CA_BUNDLE": str(STAND_IN_CA_BUNDLE), **(env or {})}
     if stock_import is not None:
         env.pop("STEPFUNC_STOCK_IMPORT", None)
         if stock_import:
