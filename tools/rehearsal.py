@@ -75,6 +75,7 @@ from tools.terraform import (ERROR_TAIL_LINES, TerraformError, communicate_or_ki
                              copy_with_local_backend, run_logged, terraform_env, terraform_path)
 
 REGION = "eu-west-2"
+ACCOUNT_ID = "123456789012"  # moto's account
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal"}
 # Every service the stack's resources and data sources call, by the provider's endpoint names.
 ENDPOINT_SERVICES = ("apigatewayv2", "cloudwatchlogs", "ec2", "iam", "kms", "lambda", "rds", "secretsmanager",
@@ -420,6 +421,81 @@ class Deployment:
     db_secret_arn: str
     db_secret: dict[str, Any]
     token_secret_arn: str
+    db_resource_id: str = ""  # DbiResourceId, what rds-db:connect ARNs name
+
+
+def database_logins(url: str, deployment: Deployment) -> dict[str, str]:
+    """folder -> the database user it connects as with an IAM token, after checking that its role's policy allows
+    `rds-db:connect` as exactly that user of this database (and nothing else of rds-db) and that a token for it
+    signs (locally, as in AWS). Functions that log in with a password (step 1, the master secret) are not listed."""
+    iam = aws_client(url, "iam")
+    users: dict[str, str] = {}
+    for folder, configuration in deployment.functions.items():
+        variables = (configuration.get("Environment") or {}).get("Variables") or {}
+        role = configuration["Role"].rsplit("/", 1)[1]
+        allowed = [resource for name in iam.list_role_policies(RoleName=role)["PolicyNames"]
+                   for statement in iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]["Statement"]
+                   if any(action.startswith("rds-db:") for action in _listed(statement["Action"]))
+                   for resource in _listed(statement["Resource"])]
+        if variables.get("DB_AUTH") != "iam":
+            expect(not allowed, f"{folder} logs in with a password but may also rds-db:connect: {allowed}")
+            continue
+        user = variables.get("DB_USER", "")
+        expected = f"arn:aws:rds-db:{REGION}:{ACCOUNT_ID}:dbuser:{deployment.db_resource_id}/{user}"
+        expect(allowed == [expected], f"{folder} (DB_USER={user}) may rds-db:connect {allowed}, expected [{expected}]")
+        expect("DB_SECRET_ARN" not in variables, f"{folder} logs in with IAM but is told the master secret")
+        users[folder] = user
+    return users
+
+
+def _listed(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def iam_token_for(url: str, configuration: dict[str, Any], host: str) -> str:
+    """The token the function's layer code signs for its configured user (boto3's generate_db_auth_token)."""
+    from pagerduty_pipeline.config import load_config
+    from pagerduty_pipeline.db_auth import IamTokens, credentials
+
+    variables = dict((configuration.get("Environment") or {}).get("Variables") or {})
+    variables.update({"DB_HOST": host, "AWS_REGION": REGION, "DB_SSL_ROOT_CERT": ""})
+    variables["DB_SSL"] = "require"  # the bundle's path is checked when connecting, not needed to sign
+    with _environment({"AWS_ENDPOINT_URL": url, **FAKE_CREDENTIALS}):
+        _, token = credentials(load_config(variables, need_pagerduty=False), IamTokens())
+    return token
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def deployed_layer_files(url: str, configuration: dict[str, Any], workdir: Path, target: Path) -> Path:
+    """Unpack the layer the function runs with, found in the stack's assets by the CodeSha256 the emulator
+    reports, into `target` (a stand-in for the function's /opt)."""
+    import base64
+    import hashlib
+    import zipfile
+
+    (layer,) = configuration["Layers"]
+    name, version = layer["Arn"].split(":layer:", 1)[1].rsplit(":", 1)  # moto lacks GetLayerVersionByArn
+    sha = aws_client(url, "lambda").get_layer_version(LayerName=name, VersionNumber=int(version))["Content"][
+        "CodeSha256"]
+    for candidate in sorted(workdir.rglob("*.zip")):
+        if base64.b64encode(hashlib.sha256(candidate.read_bytes()).digest()).decode() == sha:
+            with zipfile.ZipFile(candidate) as archive:
+                archive.extractall(target)
+            return target
+    raise RehearsalError(f"the deployed layer {layer['Arn']} (CodeSha256 {sha}) is none of the stack's assets")
 
 
 def read_deployment(url: str, outputs: dict[str, Any], name_prefix: str) -> Deployment:
@@ -450,15 +526,23 @@ def read_deployment(url: str, outputs: dict[str, Any], name_prefix: str) -> Depl
     sm = aws_client(url, "secretsmanager")
     db_secret = json.loads(sm.get_secret_value(SecretId=db_secret_arn)["SecretString"])
     return Deployment(functions, outputs[f"StateMachineArn-{project}"], integration, db_secret_arn, db_secret,
-                      outputs[f"PagerDutyTokenSecretArn-{project}"])
+                      outputs[f"PagerDutyTokenSecretArn-{project}"], instance["DbiResourceId"])
 
 
-def function_environment(configuration: dict[str, Any], url: str, pg: Any, pagerduty_url: str) -> dict[str, str]:
+def function_environment(configuration: dict[str, Any], url: str, pg: Any, pagerduty_url: str, opt: Path,
+                         login_secrets: dict[str, str]) -> dict[str, str]:
     """The variables Terraform set on the function, plus what the Lambda runtime adds, with the database
-    and PagerDuty redirected to the local stand-ins and AWS calls to the emulator."""
+    and PagerDuty redirected to the local stand-ins and AWS calls to the emulator. The connection is the
+    configured one: DB_SSL as deployed, DB_SSL_ROOT_CERT in the deployed layer (unpacked at `opt`), the same
+    database user; only an IAM token becomes that user's password (`login_secrets`: user -> secret ARN), since a
+    local PostgreSQL cannot check tokens."""
     env = dict((configuration.get("Environment") or {}).get("Variables") or {})
+    if env.get("DB_SSL_ROOT_CERT", "").startswith("/opt/"):
+        env["DB_SSL_ROOT_CERT"] = str(opt / env["DB_SSL_ROOT_CERT"][len("/opt/"):])
+    if env.get("DB_AUTH") == "iam":
+        env.update({"DB_AUTH": "password", "DB_SECRET_ARN": login_secrets[env["DB_USER"]]})
     env.update({
-        "DB_HOST": pg.host, "DB_PORT": str(pg.port), "DB_SSL": "disable",  # TLS: not served by the local PG
+        "DB_HOST": pg.host, "DB_PORT": str(pg.port),
         "PAGERDUTY_API_URL": pagerduty_url, "PAGERDUTY_RATE_LIMIT_PER_MINUTE": "1000000",
         "AWS_ENDPOINT_URL": url, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION,
         "AWS_LAMBDA_FUNCTION_NAME": configuration["FunctionName"], **FAKE_CREDENTIALS,
@@ -507,6 +591,7 @@ class Rehearsal:
         self.n_incidents = n_incidents
         self.outcome = Outcome()
         self.scratch: Path | None = None
+        self.workdir: Path | None = None  # this environment's Terraform folder (its assets: the deployed zips)
         self.background = ProcessGroups(niceness=10)  # the prod-like environment's terraform commands
 
     def out(self, text: str) -> None:
@@ -598,7 +683,7 @@ class Rehearsal:
                     synthesize(scratch / "cdktf.out", "--environment", self.environment)
                 finally:
                     first_synth_done.set()
-                workdir = scratch / "stack"
+                self.workdir = workdir = scratch / "stack"
                 prepare_stack(scratch / "cdktf.out" / "stacks" / settings.stack_name, workdir, url)
                 env = terraform_environment(scratch)
             tf = lambda *args, **kw: run_logged(binary, workdir, env, *args, log=log,  # noqa: E731
@@ -812,18 +897,35 @@ class Rehearsal:
     # -- phases with the deployed stack -----------------------------------------------------------
     def _serve(self, url: str, outputs: dict[str, Any], name_prefix: str, cleanup: contextlib.ExitStack) -> tuple:
         from tests.support.fake_pagerduty import FakePagerDuty, generate_account
+        from tests.support.db_roles import provision_logins
         from tests.support.lambda_runtime import InProcessLambdas, load_handler
         from tests.support.postgres import throwaway_postgres
+        from tests.support.tls import STANDIN_CA_CERT, STANDIN_CA_KEY
 
         deployment = read_deployment(url, outputs, name_prefix)
         secret = deployment.db_secret
         expect(isinstance(secret.get("username"), str) and isinstance(secret.get("password"), str),
                "the RDS-managed secret has no username/password")
         db_name = deployment.functions["lambda_1"]["Environment"]["Variables"]["DB_NAME"]
-        # The login of the local server is the one in the emulator's RDS-managed secret.
+        users = database_logins(url, deployment)
+        for folder, user in users.items():
+            token = iam_token_for(url, deployment.functions[folder], "rehearsal.invalid")
+            expect(f"DBUser={user}" in token and "X-Amz-Expires=900" in token, f"{folder}: no IAM token for {user}")
+        # The master login of the local server is the one in the emulator's RDS-managed secret; its certificate
+        # is issued by the stand-in CA the synth packed into the layer, so the deployed bundle verifies it.
         pg = cleanup.enter_context(throwaway_postgres(user=secret["username"], password=secret["password"],
-                                                      dbname=db_name))
-        self.out(f"rehearsal: PostgreSQL at {pg.host}:{pg.port}, data {Path(pg.datadir).parent}")
+                                                      dbname=db_name, ca=(STANDIN_CA_CERT, STANDIN_CA_KEY)))
+        self.out(f"rehearsal: PostgreSQL at {pg.host}:{pg.port} (TLS, stand-in CA), data {Path(pg.datadir).parent}")
+        conn = pg.connect()
+        try:
+            passwords = provision_logins(conn, tuple(sorted(set(users.values()))))
+        finally:
+            conn.close()
+        sm = aws_client(url, "secretsmanager")
+        login_secrets = {user: sm.create_secret(Name=f"rehearsal/{user}", SecretString=json.dumps(
+            {"username": user, "password": password}))["ARN"] for user, password in passwords.items()}
+        self.out(f"rehearsal: IAM logins {', '.join(f'{f}={u}' for f, u in users.items())}: policies name exactly "
+                 "these users and tokens sign; locally they log in with passwords")
         pagerduty = cleanup.enter_context(FakePagerDuty(generate_account(self.n_incidents, 11, PD_START),
                                                         token=PAGERDUTY_TOKEN, rate_limit=1_000_000))
         # The stack creates the token secret empty; the operator puts the token in (README).
@@ -837,8 +939,12 @@ class Rehearsal:
         runtime = InProcessLambdas()
         for folder, configuration in deployment.functions.items():
             expect(configuration["Handler"] == "handler.handler", f"{folder}: handler {configuration['Handler']}")
-            runtime.register(configuration["FunctionName"], load_handler(folder),
-                             function_environment(configuration, url, pg, pagerduty.url),
+            opt = deployed_layer_files(url, configuration, self.workdir, self.scratch / "opt" / folder)  # type: ignore[operator]
+            env = function_environment(configuration, url, pg, pagerduty.url, opt, login_secrets)
+            expect(env.get("DB_SSL") == "verify-full" and Path(env.get("DB_SSL_ROOT_CERT", "")).is_file(),
+                   f"{folder}: deployed with DB_SSL={env.get('DB_SSL')}, DB_SSL_ROOT_CERT="
+                   f"{env.get('DB_SSL_ROOT_CERT')} (the layer does not carry it)")
+            runtime.register(configuration["FunctionName"], load_handler(folder), env,
                              timeout_seconds=configuration["Timeout"])
         cleanup.enter_context(runtime.serving())
         return deployment, runtime, pagerduty, pg

@@ -233,7 +233,8 @@ class SynthesizedWorkflow:
 
 @dataclass(frozen=True)
 class Database:
-    """Where the functions write: DB_HOST/DB_PORT/DB_NAME/DB_SSL plus the credentials of DB_SECRET_ARN's secret."""
+    """Where the functions write: DB_HOST/DB_PORT/DB_NAME/DB_SSL/DB_SSL_ROOT_CERT plus the credentials of
+    DB_SECRET_ARN's secret."""
 
     host: str
     port: int
@@ -241,41 +242,49 @@ class Database:
     username: str
     password: str
     ssl: str = "disable"
+    root_cert: str | None = None  # the CA bundle verify-full checks the server's certificate with
 
     @classmethod
     def of(cls, instance: Any) -> Database:
-        """A tests.support.postgres.PostgresInstance."""
-        return cls(instance.host, int(instance.port), instance.dbname, instance.user, instance.password)
+        """A tests.support.postgres.PostgresInstance: TLS verified against the CA that issued its certificate."""
+        return cls(instance.host, int(instance.port), instance.dbname, instance.user, instance.password,
+                   "verify-full", instance.ca_file)
 
     @classmethod
     def from_url(cls, url: str) -> Database:
-        """postgresql://user:password@host[:port]/dbname[?sslmode=disable|require|verify-full]; without sslmode,
-        `disable` for a loopback host and `require` otherwise."""
+        """postgresql://user:password@host[:port]/dbname[?sslmode=disable|require|verify-full][&sslrootcert=FILE]
+        (libpq's names); without sslmode, `verify-full` with an sslrootcert, else `disable` for a loopback host and
+        `require` otherwise. verify-full needs sslrootcert (a CA bundle file)."""
         parts = urlsplit(url)
         if parts.scheme not in ("postgres", "postgresql") or not parts.hostname or not parts.username:
             raise ValueError("a database URL looks like postgresql://user:password@host:5432/dbname")
         dbname = unquote(parts.path.lstrip("/"))
         if not dbname:
             raise ValueError("the database URL names no database (postgresql://user:password@host:5432/dbname)")
-        ssl = (parse_qs(parts.query).get("sslmode") or [""])[0]
+        query = parse_qs(parts.query)
+        root_cert = (query.get("sslrootcert") or [""])[0] or None
+        ssl = (query.get("sslmode") or [""])[0]
         if not ssl:
-            ssl = "disable" if parts.hostname in ("localhost", "127.0.0.1", "::1") else "require"
+            if root_cert:
+                ssl = "verify-full"
+            else:
+                ssl = "disable" if parts.hostname in ("localhost", "127.0.0.1", "::1") else "require"
         elif ssl not in ("disable", "require", "verify-full"):
             raise ValueError(f"sslmode={ssl} is not supported (disable, require or verify-full)")
+        if ssl == "verify-full":
+            if not root_cert:
+                raise ValueError("sslmode=verify-full needs sslrootcert=<CA bundle file>")
+            if not os.path.isfile(root_cert):
+                raise ValueError(f"sslrootcert file not found: {root_cert}")
         return cls(parts.hostname, parts.port or 5432, dbname, unquote(parts.username),
-                   unquote(parts.password or ""), ssl)
+                   unquote(parts.password or ""), ssl, root_cert)
 
     def connect(self) -> Any:
+        """A pg8000.native connection with the TLS context the layer builds for DB_SSL/DB_SSL_ROOT_CERT."""
         import pg8000.native
+        from pagerduty_pipeline.db import ssl_context_for
 
-        ssl_context = None
-        if self.ssl != "disable":
-            import ssl as ssl_module
-
-            ssl_context = ssl_module.create_default_context()
-            if self.ssl == "require":
-                ssl_context.check_hostname = False
-                ssl_context.verify_mode = ssl_module.CERT_NONE
+        ssl_context = ssl_context_for(self.ssl, self.root_cert) or False  # pg8000: None would try TLS unverified
         return pg8000.native.Connection(user=self.username, password=self.password, host=self.host,
                                         port=self.port, database=self.dbname, ssl_context=ssl_context)
 
@@ -366,10 +375,25 @@ class LocalWorkflow:
         self._started: list[str] = []
 
     def function_environment(self, fn: SynthesizedFunction, secret_arns: dict[str, str]) -> dict[str, str]:
+        """The synthesized variables with the database and secrets made local. A function that logs in with an IAM
+        token in AWS logs in here as the same database user with that user's password (a secret of its own):
+        a local PostgreSQL cannot check IAM tokens, and the roles stay the deployed ones (README, "Database
+        access"). `secret_arns`: "db" (the master login), "pagerduty", and one per login role."""
         env = dict(fn.environment)
         env.update({"DB_HOST": self.db.host, "DB_PORT": str(self.db.port), "DB_NAME": self.db.dbname,
-                    "DB_SSL": self.db.ssl, "DB_SECRET_ARN": secret_arns["db"],
-                    "PAGERDUTY_TOKEN_SECRET_ARN": secret_arns["pagerduty"]})
+                    "DB_SSL": self.db.ssl})
+        env.pop("DB_SSL_ROOT_CERT", None)  # the deployed bundle's path in the layer (/opt/...)
+        if self.db.root_cert:
+            env["DB_SSL_ROOT_CERT"] = self.db.root_cert
+        if env.get("DB_AUTH") == "iam":
+            user = env.get("DB_USER", "")
+            if user not in secret_arns:
+                raise ValueError(f"{fn.function_name}: no local login for database user {user!r}")
+            env.update({"DB_AUTH": "password", "DB_SECRET_ARN": secret_arns[user]})
+        else:
+            env["DB_SECRET_ARN"] = secret_arns["db"]
+        if "PAGERDUTY_TOKEN_SECRET_ARN" in env:
+            env["PAGERDUTY_TOKEN_SECRET_ARN"] = secret_arns["pagerduty"]
         if self.pagerduty.get("url"):
             env["PAGERDUTY_API_URL"] = self.pagerduty["url"]
         env.update(self.extra_env)
@@ -377,6 +401,16 @@ class LocalWorkflow:
         if unresolved:
             raise ValueError(f"{fn.function_name}: no local value for {', '.join(unresolved)}")
         return env
+
+    def provision_logins(self) -> dict[str, str]:
+        """Passwords for the roles the functions use, set by the master user (tests/support/db_roles.py)."""
+        from tests.support.db_roles import provision_logins
+
+        conn = self.db.connect()
+        try:
+            return provision_logins(conn)
+        finally:
+            conn.close()
 
     def __enter__(self) -> LocalWorkflow:
         import boto3
@@ -400,6 +434,9 @@ class LocalWorkflow:
                 "pagerduty": secrets.create_secret(Name=f"local/pagerduty-{suffix}", SecretString=json.dumps(
                     {"token": self.pagerduty["token"]}))["ARN"],
             }
+            for user, password in self.provision_logins().items():
+                secret_arns[user] = secrets.create_secret(Name=f"local/{user}-{suffix}", SecretString=json.dumps(
+                    {"username": user, "password": password}))["ARN"]
             iam = boto3.client("iam", region_name=region)
             role = iam.create_role(RoleName=f"local-lambda-{suffix}", AssumeRolePolicyDocument=json.dumps({
                 "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",

@@ -239,3 +239,23 @@ def test_a_bad_request_body_fails_in_step1_and_loads_nothing(run_workflow, db, p
     assert not any(row_counts(db).values())
     assert pagerduty.request_count() == 0
     assert not outcome.lambdas.calls(outcome.workflow.function_arns["lambda_2"])
+
+
+def test_the_functions_use_the_deployed_roles_so_a_missing_grant_fails(run_workflow, db, pagerduty):
+    """Steps 2 and 3 log in as pagerduty_loader and the error handler as pagerduty_error_recorder, as in AWS (with
+    passwords standing in for IAM tokens): a grant the migrations give is what lets a step work."""
+    first = run_workflow(BODY)
+    assert first.run.status == "SUCCEEDED", first.run.cause
+    users = {folder: env.get("DB_USER") for folder, env in first.workflow.environments.items()}
+    assert users == {"lambda_1": None, "lambda_2": "pagerduty_loader", "lambda_3": "pagerduty_loader",
+                     "lambda_error_handler": "pagerduty_error_recorder"}
+    db.run("REVOKE INSERT ON pagerduty.log_entries FROM pagerduty_loader")  # as if migration 4 had missed it
+    second = run_workflow(json.dumps({"since": "2024-03-02T00:00:00Z", "until": "2024-03-03T00:00:00Z"}))
+    assert second.run.path == failed_path("FetchIncidents")
+    (result,) = second.results("lambda_2")
+    assert result["error"] == "db_error" and "permission denied for table log_entries" in result["message"]
+    (handled,) = second.results("lambda_error_handler")
+    assert handled["recorded"] is True  # the error handler's role may record it, and only that
+    status = db.run("SELECT status, step FROM pagerduty.pipeline_runs WHERE execution_id = :e",
+                    e=second.run.execution_arn)
+    assert status == [["failed", "FetchIncidents"]]
