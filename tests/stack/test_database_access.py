@@ -4,6 +4,7 @@ server's certificate is verified, and what a synth refuses (no bundle, an altere
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import zipfile
@@ -15,7 +16,7 @@ import pytest
 from modules import ca_bundle
 from modules.functions import FUNCTIONS, MIGRATES
 from tests.support.synth import ROOT, STAND_IN_CA_BUNDLE, load_stack, run_main, without_metadata
-from tests.support.tls import new_ca
+from tests.support.tls import issue_server_cert, new_ca
 from tools import rds_ca
 
 Stack = dict[str, Any]
@@ -173,3 +174,66 @@ def test_deployable_check_refuses_the_stand_in() -> None:
     assert rds_ca.check(STAND_IN_CA_BUNDLE, deployable=False, out=lambda _: None) == 0
     with pytest.raises(ca_bundle.CaBundleError, match="stand-in"):
         rds_ca.check(STAND_IN_CA_BUNDLE, deployable=True, out=lambda _: None)
+
+
+@pytest.fixture
+def https_server(tmp_path: Path):
+    """A local HTTPS server (a certificate for 127.0.0.1 from a CA of its own) answering every GET with
+    `server.body`; yields (server, that CA's file)."""
+    import http.server
+    import ssl
+    import threading
+
+    ca = new_ca("download test CA")
+    cert = issue_server_cert(ca)
+    cert.write(tmp_path / "server.pem", tmp_path / "server.key")
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(server.body)))
+            self.end_headers()
+            self.wfile.write(server.body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.body = b""  # type: ignore[attr-defined]
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "server.pem", tmp_path / "server.key")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server, str(tmp_path / "ca.pem")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_download_verifies_the_server_and_bounds_the_size(https_server: tuple[Any, str]) -> None:
+    server, ca_file = https_server
+    url = f"https://127.0.0.1:{server.server_address[1]}/global/global-bundle.pem"
+    server.body = new_ca("Amazon RDS look-alike Root CA").cert_pem
+    assert rds_ca.download(url, timeout=10, cafile=ca_file) == server.body
+    with pytest.raises(OSError, match="CERTIFICATE_VERIFY_FAILED"):  # a server the public trust store doesn't know
+        rds_ca.download(url, timeout=10)
+    server.body = b"x" * (rds_ca.MAX_BYTES + 1)
+    with pytest.raises(ca_bundle.CaBundleError, match="more than"):
+        rds_ca.download(url, timeout=10, cafile=ca_file)
+
+
+def test_fetch_command_reports_a_failed_download_and_writes_nothing(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "rds-ca-bundle.pem"
+    os.environ[ca_bundle.BUNDLE_VARIABLE], saved = str(target), os.environ[ca_bundle.BUNDLE_VARIABLE]
+    try:
+        assert rds_ca.main(["fetch", "--url", "https://127.0.0.1:9/global-bundle.pem"]) == 1
+        assert rds_ca.main(["fetch", "--url", "http://example.com/bundle.pem"]) == 1
+    finally:
+        os.environ[ca_bundle.BUNDLE_VARIABLE] = saved
+    err = capsys.readouterr().err
+    assert "cannot download https://127.0.0.1:9/global-bundle.pem" in err and "--url must be https" in err
+    assert not target.exists() and not ca_bundle.pin_path(target).exists()
