@@ -43,16 +43,21 @@ class Network(Construct):
             tags={"Name": f"{prefix}-rds-sg"}, lifecycle={"create_before_destroy": True})
 
         port = settings.database.port
+        # The rules follow their groups: when a group is replaced, its rules are created on the new group before
+        # the old ones go, so the path from the functions to the database never lacks a rule while they move.
+        # (Delete-then-create would remove the old groups' rules first.) A new rule sits on another group, or
+        # differs, so it never duplicates the one it replaces.
+        keep_path = {"create_before_destroy": True}
         VpcSecurityGroupIngressRule(
             self, "rds_from_lambda", security_group_id=self.rds_sg.id,
             referenced_security_group_id=self.lambda_sg.id, ip_protocol="tcp", from_port=port, to_port=port,
-            description="PostgreSQL from the pipeline functions")
+            description="PostgreSQL from the pipeline functions", lifecycle=keep_path)
         VpcSecurityGroupEgressRule(
             self, "lambda_to_rds", security_group_id=self.lambda_sg.id,
             referenced_security_group_id=self.rds_sg.id, ip_protocol="tcp", from_port=port, to_port=port,
-            description="PostgreSQL to the pipeline database")
+            description="PostgreSQL to the pipeline database", lifecycle=keep_path)
         for index, cidr in enumerate(settings.network.https_egress_cidrs):
             VpcSecurityGroupEgressRule(
                 self, f"lambda_https_{index}", security_group_id=self.lambda_sg.id, cidr_ipv4=cidr,
                 ip_protocol="tcp", from_port=443, to_port=443,
-                description="HTTPS to PagerDuty and AWS APIs (Secrets Manager, X-Ray)")
+                description="HTTPS to PagerDuty and AWS APIs (Secrets Manager, X-Ray)", lifecycle=keep_path)

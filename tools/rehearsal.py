@@ -92,7 +92,9 @@ PRODLIKE = "prodlike"  # the prod-like environment the rehearsal adds to its set
 UPGRADED_ENGINE_VERSION = "17.6"  # what RDS's automatic minor upgrade moves the database to
 SETTINGS_FILE = "rehearsal-environments.json"
 # Resources a changed description must replace, created before the old one is deleted.
-REPLACED_TYPES = ("aws_security_group", "aws_db_parameter_group")
+# ... and the groups' rules, created on the new groups before the old ones go (no moment without a path)
+REPLACED_TYPES = ("aws_security_group", "aws_db_parameter_group", "aws_vpc_security_group_ingress_rule",
+                  "aws_vpc_security_group_egress_rule")
 CREATE_BEFORE_DESTROY = ["create", "delete"]
 
 
@@ -297,8 +299,8 @@ def managed_in_state(workdir: Path, kind: str | None = None) -> list[dict[str, A
 
 
 def check_replacement_plan(plan: dict[str, Any]) -> list[str]:
-    """What is wrong with the plan of the description change: each security group and the parameter group
-    must be replaced create-before-destroy (created under a new name before the old one is deleted), and the
+    """What is wrong with the plan of the description change: each security group, its rules and the parameter
+    group must be replaced create-before-destroy (created, under a new name, before the old one is deleted), and the
     database updated in place, not replaced. Returns the problems, none when the plan is right."""
     problems = []
     changes = [rc for rc in plan.get("resource_changes", []) if rc.get("mode", "managed") == "managed"]

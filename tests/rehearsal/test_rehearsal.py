@@ -151,7 +151,8 @@ REPLACEMENT_PLAN = {"resource_changes": [
     change("aws_security_group.lambda_sg", "aws_security_group", "create", "delete"),
     change("aws_security_group.rds_sg", "aws_security_group", "create", "delete"),
     change("aws_db_parameter_group.pg", "aws_db_parameter_group", "create", "delete"),
-    change("aws_vpc_security_group_ingress_rule.r", "aws_vpc_security_group_ingress_rule", "delete", "create"),
+    change("aws_vpc_security_group_ingress_rule.r", "aws_vpc_security_group_ingress_rule", "create", "delete"),
+    change("aws_vpc_security_group_egress_rule.e", "aws_vpc_security_group_egress_rule", "create", "delete"),
     change("aws_db_instance.db", "aws_db_instance", "update"),
     change("aws_kms_key.k", "aws_kms_key", "no-op"),
 ]}
@@ -160,13 +161,17 @@ REPLACEMENT_PLAN = {"resource_changes": [
 def test_the_replacement_plan_check_accepts_create_before_destroy():
     assert rehearsal.check_replacement_plan(REPLACEMENT_PLAN) == []
     assert rehearsal.plan_summary(REPLACEMENT_PLAN) == (
-        "create-before-destroy: 1 aws_db_parameter_group, 2 aws_security_group; "
-        "delete-then-create: 1 aws_vpc_security_group_ingress_rule; update in place: 1 aws_db_instance")
+        "create-before-destroy: 1 aws_db_parameter_group, 2 aws_security_group, "
+        "1 aws_vpc_security_group_egress_rule, 1 aws_vpc_security_group_ingress_rule; "
+        "update in place: 1 aws_db_instance")
 
 
 @pytest.mark.parametrize("address, actions, problem", [
     ("aws_security_group.rds_sg", ["delete", "create"], "aws_security_group.rds_sg: ['delete', 'create']"),
     ("aws_db_parameter_group.pg", ["no-op"], "aws_db_parameter_group.pg: ['no-op']"),
+    # a rule deleted before its replacement exists: functions and database without a path for that moment
+    ("aws_vpc_security_group_ingress_rule.r", ["delete", "create"],
+     "aws_vpc_security_group_ingress_rule.r: ['delete', 'create']"),
     ("aws_db_instance.db", ["delete", "create"], "aws_db_instance.db: ['delete', 'create'], expected ['update']"),
 ])
 def test_the_replacement_plan_check_refuses_anything_else(address, actions, problem):

@@ -111,6 +111,10 @@ def test_replaceable_resources_take_generated_names(stacks: dict[str, Stack]) ->
             f"stepfuncproject-{env}-lambda-", f"stepfuncproject-{env}-rds-"]
         for group in groups:
             assert "name" not in group and group["lifecycle"] == {"create_before_destroy": True}
+        rules = [*resources(stacks[env], "aws_vpc_security_group_ingress_rule").values(),
+                 *resources(stacks[env], "aws_vpc_security_group_egress_rule").values()]
+        assert len(rules) == 3  # replaced with their groups, and created first too: the path never lapses
+        assert all(rule["lifecycle"] == {"create_before_destroy": True} for rule in rules)
         secret = only(stacks[env]["resource"], "aws_secretsmanager_secret")
         assert "name" not in secret and secret["name_prefix"] == f"stepfuncproject-{env}/pagerduty-api-token-"
         assert secret["recovery_window_in_days"] == 7
