@@ -78,7 +78,7 @@ test: setup
 	$(PIPENV) run pytest -n 2 $(PYTEST_ARGS)
 
 # Deploy rehearsal: terraform apply of the dev stack into moto in-process, the workflow run through the
-# deployed state machine, a second plan that must be empty, destroy (docs/rehearsal.md). ~5 minutes.
+# deployed state machine, a second plan that must be empty, the second act, destroy (docs/rehearsal.md). ~7½ minutes.
 # Keeps the stack's plan (real AWS resources, by the real provider) for the plan-review tests.
 rehearse: python-env
 	$(PIPENV) run python -m tools.rehearsal --keep-plan tests/rehearsal/stepfuncproject-dev.plan.json $(REHEARSE_ARGS)

@@ -30,13 +30,14 @@ Phases (each printed with its duration, then a verdict):
             environment (the new ones, used by the database), and the next plan must be empty.
   upgrade   The database's minor version raised outside Terraform (ModifyDBInstance EngineVersion 17.6, as
             RDS's automatic minor upgrades do): `terraform plan -detailed-exitcode` must report no changes.
-  rebuild   `terraform destroy`, then at once `terraform apply` of the same environment: must succeed (the
-            token secret gets a new name while the old one is still scheduled for deletion).
   destroy   `terraform destroy`; nothing managed left in the state.
   prodlike  Alongside all of the above from the moment the emulator exists (own stack, state, folder and
             log; its lines are prefixed `prodlike:`): a prod-like environment (prod's settings, final
             snapshot on, deletion protection off) applied, destroyed, applied and destroyed again with no
             name colliding; the emulator then holds two final snapshots of its database, named apart.
+  rebuild   Within prodlike, its first `terraform destroy` and, at once, its second `terraform apply`: must
+            succeed, the database back under its identifier, the token secret under a new name while the
+            old one is still scheduled for deletion (and the final snapshot under a new name).
 
 Everything started is stopped and every temp folder removed, also when a phase fails or on Ctrl-C.
 Exit status 0 when every phase passed, 1 otherwise.
@@ -717,8 +718,7 @@ class Rehearsal:
                 self._replace(tf, url, workdir, settings, act2)
             with self.phase("upgrade"):
                 self._upgrade(tf, url, workdir)
-            with self.phase("rebuild"):
-                self._rebuild(tf, url, workdir, settings)
+            # `rebuild` runs in the prod-like environment's thread, between its two builds (_prodlike_twice)
             with self.phase("destroy"):
                 tf("destroy", "-input=false", "-no-color", "-lock=false", "-auto-approve")
                 managed = managed_in_state(workdir)
@@ -818,15 +818,11 @@ class Rehearsal:
             raise RehearsalError(f"the plan after RDS upgraded to {UPGRADED_ENGINE_VERSION} is not empty:\n  "
                                  + "\n  ".join(changes))
 
-    def _rebuild(self, tf: Callable[..., Any], url: str, workdir: Path, settings: Any) -> None:
-        """Torn down and built again at once: nothing the first build named may still hold its name."""
-        secrets = managed_in_state(workdir, "aws_secretsmanager_secret")
-        (db_before,) = managed_in_state(workdir, "aws_db_instance")
-        # No refresh: the plan just before read everything back.
-        tf("destroy", "-input=false", "-no-color", "-lock=false", "-refresh=false", "-auto-approve")
-        managed = managed_in_state(workdir)
-        expect(not managed, f"resources left after destroy: {[r['_address'] for r in managed]}")
-        tf("apply", "-input=false", "-no-color", "-lock=false", "-auto-approve")
+    def _check_rebuilt(self, url: str, workdir: Path, secrets: list[dict[str, Any]],
+                       db_before: dict[str, Any]) -> None:
+        """After a teardown and an immediate rebuild: nothing the first build named still holds its name. The
+        database is back under its identifier; the first build's token secret is still scheduled for deletion
+        (its recovery window) and the rebuild created another."""
         (db_after,) = managed_in_state(workdir, "aws_db_instance")
         rds = aws_client(url, "rds")
         (db,) = rds.describe_db_instances(DBInstanceIdentifier=db_after["identifier"])["DBInstances"]
@@ -876,20 +872,34 @@ class Rehearsal:
 
         tf("init", "-input=false", "-no-color")
         step(f"stack {settings.stack_name} synthesized, init ok")
-        identifier, final_snapshots = "", []
-        for build in (1, 2):
+        final_snapshots: list[str] = []
+
+        def build(n: int) -> dict[str, Any]:
             tf("apply", "-input=false", "-no-color", "-lock=false", "-auto-approve")
             (db,) = managed_in_state(workdir, "aws_db_instance")
-            identifier = db["identifier"]
             expect(not db.get("skip_final_snapshot") and not db.get("deletion_protection"),
-                   f"{identifier}: skip_final_snapshot {db.get('skip_final_snapshot')}, deletion_protection "
+                   f"{db['identifier']}: skip_final_snapshot {db.get('skip_final_snapshot')}, deletion_protection "
                    f"{db.get('deletion_protection')}; the prod-like environment keeps a final snapshot and can go")
             final_snapshots.append(db["final_snapshot_identifier"])
-            step(f"apply {build} ok")
+            step(f"apply {n} ok")
+            return db
+
+        def teardown(n: int, db: dict[str, Any]) -> None:
+            # No refresh: the apply just before wrote what is there.
             tf("destroy", "-input=false", "-no-color", "-lock=false", "-refresh=false", "-auto-approve")
             managed = managed_in_state(workdir)
-            expect(not managed, f"resources left after destroy {build}: {[r['_address'] for r in managed]}")
-            step(f"destroy {build} ok, final snapshot {db['final_snapshot_identifier']}")
+            expect(not managed, f"resources left after destroy {n}: {[r['_address'] for r in managed]}")
+            step(f"destroy {n} ok, final snapshot {db['final_snapshot_identifier']}")
+
+        first = build(1)
+        secrets = managed_in_state(workdir, "aws_secretsmanager_secret")
+        # Torn down and built again at once (the other environment meanwhile goes on with its own phases).
+        with self.phase("rebuild"):
+            teardown(1, first)
+            second = build(2)
+            self._check_rebuilt(url, workdir, secrets, first)
+        teardown(2, second)
+        identifier = second["identifier"]
         rds = aws_client(url, "rds")
         snapshots = [s for page in rds.get_paginator("describe_db_snapshots").paginate(SnapshotType="manual")
                      for s in page["DBSnapshots"]]
@@ -917,7 +927,7 @@ class Rehearsal:
         # is issued by the stand-in CA the synth packed into the layer, so the deployed bundle verifies it.
         pg = cleanup.enter_context(throwaway_postgres(user=secret["username"], password=secret["password"],
                                                       dbname=db_name, ca=(STANDIN_CA_CERT, STANDIN_CA_KEY)))
-        self.out(f"rehearsal: PostgreSQL at {pg.host}:{pg.port} (TLS, stand-in CA), data {Path(pg.datadir).parent}")
+        self.out(f"rehearsal: PostgreSQL at {pg.host}:{pg.port}, data {Path(pg.datadir).parent} (TLS, stand-in CA)")
         conn = pg.connect()
         try:
             passwords = provision_logins(conn, tuple(sorted(set(users.values()))))
