@@ -57,6 +57,12 @@ def pin_path(bundle: Path) -> Path:
     return bundle.with_name(bundle.name + ".sha256")
 
 
+def pinned_sha256(bundle: Path) -> str:
+    """The SHA-256 pinned next to `bundle` (`sha256sum` format too), "" when there is no pin."""
+    pin = pin_path(bundle)
+    return next(iter(pin.read_text(encoding="ascii").split()), "").lower() if pin.is_file() else ""
+
+
 def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -99,7 +105,7 @@ def load(path: Path | None = None, *, now: datetime | None = None) -> CaBundle:
     if not pin_file.is_file():
         raise CaBundleError(f"{pin_file} is missing: the bundle's SHA-256 pin is committed next to it; {fetch}")
     data = path.read_bytes()
-    pinned = next(iter(pin_file.read_text(encoding="ascii").split()), "").lower()  # `sha256sum` format too
+    pinned = pinned_sha256(path)
     actual = sha256_of(data)
     if actual != pinned:
         raise CaBundleError(f"{path} does not match its pin {pin_file}: SHA-256 {actual}, pinned {pinned or '(empty)'}."

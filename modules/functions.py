@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from modules import ca_bundle, packaging
-from modules.ca_bundle import FUNCTION_PATH, CaBundle
+from modules import packaging
+from modules.ca_bundle import ARCHIVE_NAME, FUNCTION_PATH, CaBundle
 from modules.cdk import (
     AssetType,
     CloudwatchLogGroup,
@@ -65,10 +65,10 @@ def _function_package(folder: str) -> packaging.Package:
 
 
 @lru_cache(maxsize=None)
-def _layer_package(architecture: str, bundle: Path | None) -> packaging.Package:
-    name = f"layer-{architecture}{'' if bundle is None else '-' + ca_bundle.sha256_of(bundle.read_bytes())[:12]}"
+def _layer_package(architecture: str, bundle: CaBundle | None) -> packaging.Package:
+    name = f"layer-{architecture}{'' if bundle is None else '-' + bundle.sha256[:12]}"
     return packaging.package_layer(ROOT / "layer", packaging.BUILD_DIR / "packages" / f"{name}.zip", architecture,
-                                   {ca_bundle.ARCHIVE_NAME: bundle} if bundle is not None else {})
+                                   {ARCHIVE_NAME: bundle.path} if bundle is not None else {})
 
 
 class Functions(Construct):
@@ -80,17 +80,17 @@ class Functions(Construct):
     def __init__(self, scope: Construct, id_: str, settings: Settings, network: Network, *, kms_key_arn: str,
                  db_address: str, db_port: str, db_secret_arn: str, db_resource_id: str,
                  pagerduty_token_secret_arn: str, account_id: str, partition: str,
-                 ca_bundle: CaBundle | None = None) -> None:
+                 bundle: CaBundle | None = None) -> None:
         super().__init__(scope, id_)
         config = settings.functions
         prefix = settings.name_prefix
         region = settings.region
         verify = settings.database.tls == "verify-full"
-        if verify and ca_bundle is None:
+        if verify and bundle is None:
             raise ValueError(f"{settings.environment}: database.tls = verify-full needs the RDS CA bundle "
                              "(modules/ca_bundle.py)")
 
-        layer_package = _layer_package(config.architecture, ca_bundle.path if verify else None)
+        layer_package = _layer_package(config.architecture, bundle if verify else None)
         layer_asset = TerraformAsset(self, "layer_code", path=str(layer_package.path), type=AssetType.FILE)
         self.layer = LambdaLayerVersion(
             self, "layer", layer_name=f"{prefix}-shared", filename=layer_asset.path,

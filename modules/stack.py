@@ -64,7 +64,7 @@ class PipelineStack(TerraformStack):
             self, "functions", settings, network, kms_key_arn=encryption.key_arn, db_address=database.address,
             db_port=str(database.port), db_secret_arn=database.secret_arn, db_resource_id=database.resource_id,
             pagerduty_token_secret_arn=token.secret_arn, account_id=account_id, partition=partition,
-            ca_bundle=bundle)
+            bundle=bundle)
         self.workflow = Workflow(self, "workflow", settings, functions.arns, kms_key_arn=encryption.key_arn,
                                  account_id=account_id)
         api = HttpApi(self, "http_api", settings, self.workflow.arn, kms_key_arn=encryption.key_arn,

@@ -44,7 +44,7 @@ def fetch(target: Path, data: bytes, *, source: str, accept_new: bool, out=print
         raise ca_bundle.CaBundleError(f"{source} is a stand-in test CA, not AWS's RDS bundle")
     digest = ca_bundle.sha256_of(data)
     pin = ca_bundle.pin_path(target)
-    pinned = next(iter(pin.read_text(encoding="ascii").split()), "") if pin.is_file() else ""
+    pinned = ca_bundle.pinned_sha256(target)
     out(f"{source}: {len(subjects)} CA certificates, SHA-256 {digest}, last expiry {expiry:%Y-%m-%d}")
     for subject in subjects:
         out(f"  {subject}")

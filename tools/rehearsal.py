@@ -539,11 +539,12 @@ def function_environment(configuration: dict[str, Any], url: str, pg: Any, pager
     configured one: DB_SSL as deployed, DB_SSL_ROOT_CERT in the deployed layer (unpacked at `opt`), the same
     database user; only an IAM token becomes that user's password (`login_secrets`: user -> secret ARN), since a
     local PostgreSQL cannot check tokens."""
-    env = dict((configuration.get("Environment") or {}).get("Variables") or {})
+    from tests.support.db_roles import with_password_login
+
+    env = with_password_login((configuration.get("Environment") or {}).get("Variables") or {}, login_secrets,
+                              configuration["FunctionName"])
     if env.get("DB_SSL_ROOT_CERT", "").startswith("/opt/"):
         env["DB_SSL_ROOT_CERT"] = str(opt / env["DB_SSL_ROOT_CERT"][len("/opt/"):])
-    if env.get("DB_AUTH") == "iam":
-        env.update({"DB_AUTH": "password", "DB_SECRET_ARN": login_secrets[env["DB_USER"]]})
     env.update({
         "DB_HOST": pg.host, "DB_PORT": str(pg.port),
         "PAGERDUTY_API_URL": pagerduty_url, "PAGERDUTY_RATE_LIMIT_PER_MINUTE": "1000000",
@@ -909,7 +910,7 @@ class Rehearsal:
     # -- phases with the deployed stack -----------------------------------------------------------
     def _serve(self, url: str, outputs: dict[str, Any], name_prefix: str, cleanup: contextlib.ExitStack) -> tuple:
         from tests.support.fake_pagerduty import FakePagerDuty, generate_account
-        from tests.support.db_roles import provision_logins
+        from tests.support.db_roles import login_secrets
         from tests.support.lambda_runtime import InProcessLambdas, load_handler
         from tests.support.postgres import throwaway_postgres
         from tests.support.tls import STANDIN_CA_CERT, STANDIN_CA_KEY
@@ -930,12 +931,10 @@ class Rehearsal:
         self.out(f"rehearsal: PostgreSQL at {pg.host}:{pg.port}, data {Path(pg.datadir).parent} (TLS, stand-in CA)")
         conn = pg.connect()
         try:
-            passwords = provision_logins(conn, tuple(sorted(set(users.values()))))
+            logins = login_secrets(conn, aws_client(url, "secretsmanager"), "rehearsal/",
+                                   tuple(sorted(set(users.values()))))
         finally:
             conn.close()
-        sm = aws_client(url, "secretsmanager")
-        login_secrets = {user: sm.create_secret(Name=f"rehearsal/{user}", SecretString=json.dumps(
-            {"username": user, "password": password}))["ARN"] for user, password in passwords.items()}
         self.out(f"rehearsal: IAM logins {', '.join(f'{f}={u}' for f, u in users.items())}: policies name exactly "
                  "these users and tokens sign; locally they log in with passwords")
         pagerduty = cleanup.enter_context(FakePagerDuty(generate_account(self.n_incidents, 11, PD_START),
@@ -952,7 +951,7 @@ class Rehearsal:
         for folder, configuration in deployment.functions.items():
             expect(configuration["Handler"] == "handler.handler", f"{folder}: handler {configuration['Handler']}")
             opt = deployed_layer_files(url, configuration, self.workdir, self.scratch / "opt" / folder)  # type: ignore[operator]
-            env = function_environment(configuration, url, pg, pagerduty.url, opt, login_secrets)
+            env = function_environment(configuration, url, pg, pagerduty.url, opt, logins)
             expect(env.get("DB_SSL") == "verify-full" and Path(env.get("DB_SSL_ROOT_CERT", "")).is_file(),
                    f"{folder}: deployed with DB_SSL={env.get('DB_SSL')}, DB_SSL_ROOT_CERT="
                    f"{env.get('DB_SSL_ROOT_CERT')} (the layer does not carry it)")

@@ -9,6 +9,7 @@ so what the functions can do is exactly what the migrations grant.
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Any
 
@@ -38,3 +39,22 @@ def provision_logins(conn: Any, users: tuple[str, ...] = LOGIN_ROLES) -> dict[st
                                  "CREATEROLE, as the RDS master user has)") from None
         passwords[user] = password
     return passwords
+
+
+def login_secrets(conn: Any, secrets_client: Any, name_prefix: str,
+                  users: tuple[str, ...] = LOGIN_ROLES) -> dict[str, str]:
+    """provision_logins, each password kept in a Secrets Manager secret of its own (`<name_prefix><user>`, JSON
+    username/password, as the layer's password mode reads it); user -> secret ARN."""
+    return {user: secrets_client.create_secret(Name=f"{name_prefix}{user}", SecretString=json.dumps(
+        {"username": user, "password": password}))["ARN"] for user, password in provision_logins(conn, users).items()}
+
+
+def with_password_login(environment: dict[str, str], secrets: dict[str, str], function: str) -> dict[str, str]:
+    """A function's variables with an IAM login (DB_AUTH=iam, DB_USER) turned into the same user's password login
+    (DB_AUTH=password, DB_SECRET_ARN of that user's secret in `secrets`); other variables as they are."""
+    if environment.get("DB_AUTH") != "iam":
+        return dict(environment)
+    user = environment.get("DB_USER", "")
+    if user not in secrets:
+        raise ValueError(f"{function}: no local login for database user {user!r}")
+    return {**environment, "DB_AUTH": "password", "DB_SECRET_ARN": secrets[user]}

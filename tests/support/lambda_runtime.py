@@ -284,9 +284,9 @@ class Database:
         import pg8000.native
         from pagerduty_pipeline.db import ssl_context_for
 
-        ssl_context = ssl_context_for(self.ssl, self.root_cert) or False  # pg8000: None would try TLS unverified
         return pg8000.native.Connection(user=self.username, password=self.password, host=self.host,
-                                        port=self.port, database=self.dbname, ssl_context=ssl_context)
+                                        port=self.port, database=self.dbname,
+                                        ssl_context=ssl_context_for(self.ssl, self.root_cert))
 
 
 @dataclass
@@ -374,24 +374,21 @@ class LocalWorkflow:
         self._runs = 0
         self._started: list[str] = []
 
-    def function_environment(self, fn: SynthesizedFunction, secret_arns: dict[str, str]) -> dict[str, str]:
+    def function_environment(self, fn: SynthesizedFunction, secret_arns: dict[str, str],
+                             logins: dict[str, str]) -> dict[str, str]:
         """The synthesized variables with the database and secrets made local. A function that logs in with an IAM
-        token in AWS logs in here as the same database user with that user's password (a secret of its own):
-        a local PostgreSQL cannot check IAM tokens, and the roles stay the deployed ones (README, "Database
-        access"). `secret_arns`: "db" (the master login), "pagerduty", and one per login role."""
-        env = dict(fn.environment)
+        token in AWS logs in here as the same database user with that user's password (`logins`: user -> its
+        secret): a local PostgreSQL cannot check IAM tokens, and the roles stay the deployed ones (README,
+        "Database access"). `secret_arns`: "db" (the master login) and "pagerduty"."""
+        from tests.support.db_roles import with_password_login
+
+        env = {**fn.environment, "DB_SECRET_ARN": secret_arns["db"]}  # the master's, unless an IAM login below
+        env = with_password_login(env, logins, fn.function_name)
         env.update({"DB_HOST": self.db.host, "DB_PORT": str(self.db.port), "DB_NAME": self.db.dbname,
                     "DB_SSL": self.db.ssl})
         env.pop("DB_SSL_ROOT_CERT", None)  # the deployed bundle's path in the layer (/opt/...)
         if self.db.root_cert:
             env["DB_SSL_ROOT_CERT"] = self.db.root_cert
-        if env.get("DB_AUTH") == "iam":
-            user = env.get("DB_USER", "")
-            if user not in secret_arns:
-                raise ValueError(f"{fn.function_name}: no local login for database user {user!r}")
-            env.update({"DB_AUTH": "password", "DB_SECRET_ARN": secret_arns[user]})
-        else:
-            env["DB_SECRET_ARN"] = secret_arns["db"]
         if "PAGERDUTY_TOKEN_SECRET_ARN" in env:
             env["PAGERDUTY_TOKEN_SECRET_ARN"] = secret_arns["pagerduty"]
         if self.pagerduty.get("url"):
@@ -402,19 +399,11 @@ class LocalWorkflow:
             raise ValueError(f"{fn.function_name}: no local value for {', '.join(unresolved)}")
         return env
 
-    def provision_logins(self) -> dict[str, str]:
-        """Passwords for the roles the functions use, set by the master user (tests/support/db_roles.py)."""
-        from tests.support.db_roles import provision_logins
-
-        conn = self.db.connect()
-        try:
-            return provision_logins(conn)
-        finally:
-            conn.close()
-
     def __enter__(self) -> LocalWorkflow:
         import boto3
         from moto import mock_aws
+
+        from tests.support.db_roles import login_secrets
 
         stack = ExitStack()
         self._stack = stack
@@ -434,9 +423,11 @@ class LocalWorkflow:
                 "pagerduty": secrets.create_secret(Name=f"local/pagerduty-{suffix}", SecretString=json.dumps(
                     {"token": self.pagerduty["token"]}))["ARN"],
             }
-            for user, password in self.provision_logins().items():
-                secret_arns[user] = secrets.create_secret(Name=f"local/{user}-{suffix}", SecretString=json.dumps(
-                    {"username": user, "password": password}))["ARN"]
+            conn = self.db.connect()  # the master sets the passwords of the roles the functions use
+            try:
+                logins = login_secrets(conn, secrets, f"local/{suffix}/")
+            finally:
+                conn.close()
             iam = boto3.client("iam", region_name=region)
             role = iam.create_role(RoleName=f"local-lambda-{suffix}", AssumeRolePolicyDocument=json.dumps({
                 "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
@@ -446,7 +437,7 @@ class LocalWorkflow:
                                                         "Principal": {"Service": "states.amazonaws.com"}}]}))["Role"]
             lambdas = boto3.client("lambda", region_name=region)
             for folder, fn in self.workflow.functions.items():
-                env = self.function_environment(fn, secret_arns)
+                env = self.function_environment(fn, secret_arns, logins)
                 created = lambdas.create_function(
                     FunctionName=fn.function_name, Runtime="python3.13", Role=role["Arn"], Handler="handler.handler",
                     Code={"ZipFile": fn.zip_path.read_bytes()}, Timeout=fn.timeout_seconds, MemorySize=fn.memory_mb,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+from typing import Literal
 
 import pg8000.native
 from pg8000.exceptions import Error as PgError, InterfaceError as PgInterfaceError
@@ -25,14 +26,12 @@ _NAME_MISMATCH = (62, 64)
 _SERVER_REFUSES_TLS = "Server refuses SSL"
 
 
-def ssl_context_for(mode: str, root_cert: str | None) -> ssl.SSLContext | None:
-    """The TLS context of DB_SSL: verify-full (chain to root_cert and host name), require (encrypt without
-    verifying: local use only, it does not stop a man in the middle), or None for disable (no TLS at all).
-
-    Give pg8000 `ssl_context_for(...) or False`: pg8000 takes None as "try TLS without verifying, and fall back
-    to plain text", which is no mode of ours."""
+def ssl_context_for(mode: str, root_cert: str | None) -> ssl.SSLContext | Literal[False]:
+    """pg8000's `ssl_context` for DB_SSL: verify-full (chain to root_cert and host name), require (encrypt without
+    verifying: local use only, it does not stop a man in the middle), or False for disable (no TLS at all; pg8000
+    takes None as "try TLS without verifying, and fall back to plain text", which is no mode of ours)."""
     if mode == "disable":
-        return None
+        return False
     if mode == "verify-full":
         return ssl.create_default_context(cafile=root_cert)
     ctx = ssl.create_default_context()  # require: encrypt, do not verify (like libpq sslmode=require)
@@ -49,7 +48,7 @@ def connect(cfg: Config, user: str, password: str, application_name: str = "page
     try:
         conn = pg8000.native.Connection(
             user=user, password=password, host=cfg.db_host, port=cfg.db_port, database=cfg.db_name,
-            ssl_context=ssl_context_for(cfg.db_ssl, cfg.db_ssl_root_cert) or False, timeout=timeout,
+            ssl_context=ssl_context_for(cfg.db_ssl, cfg.db_ssl_root_cert), timeout=timeout,
             application_name=application_name,
         )
     except DB_FAILURES as exc:
