@@ -1,6 +1,6 @@
 """What the benchmarks share: the import path and a fake AWS environment (set on import, before boto3 and the
-pipeline are imported), and the local PagerDuty server in its own process (pre-serialized pages, no rate limit),
-so that it does not compete with the loader for the GIL."""
+pipeline are imported), the steps' metric lines dropped, and the local PagerDuty server in its own process
+(pre-serialized pages, no rate limit), so that it does not compete with the loader for the GIL."""
 
 from __future__ import annotations
 
@@ -15,6 +15,12 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "layer", "python")]
 for _k, _v in {"AWS_DEFAULT_REGION": "eu-west-2", "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}.items():
     os.environ.setdefault(_k, _v)
 os.environ.pop("AWS_ENDPOINT_URL", None)
+
+from pagerduty_pipeline import metrics  # noqa: E402
+
+# The steps' EMF metric lines (pagerduty_pipeline/metrics.py) would interleave with the figures printed here: the
+# benchmarks measure their own way, so the lines are dropped.
+metrics.set_writer(lambda line: None)
 
 TOKEN = "bench-token"
 

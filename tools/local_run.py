@@ -6,8 +6,8 @@ machine in moto's ASL interpreter with the real Lambda handlers against PostgreS
     PAGERDUTY_TOKEN=... [PAGERDUTY_API_URL=...]   # read that account instead of the sample one
     DATABASE_URL=postgresql://user:pw@host:5432/db  # write to that database instead of a throwaway one
 
-Prints the states taken with their timings, each step's result, the rows per table, the data checks and a
-final `VERDICT:` line. Exit codes: 0 succeeded, 1 the workflow failed, 2 setup failed, 130 interrupted.
+Prints the states taken with their timings, each step's result, the rows per table, the data checks, the
+CloudWatch metrics the steps emitted (EMF lines, read back with the layer's parser) and a final `VERDICT:` line. Exit codes: 0 succeeded, 1 the workflow failed, 2 setup failed, 130 interrupted.
 Everything it starts (PostgreSQL, the PagerDuty server, temporary folders) is stopped and removed on the
 way out, also on Ctrl-C, SIGTERM or failure. See docs/local-run.md.
 """
@@ -34,6 +34,7 @@ for _path in (ROOT, ROOT / "layer" / "python"):  # the layer package, as in the 
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from pagerduty_pipeline.metrics import CONTRACT, EmfError, MetricRecord, parse_lines  # noqa: E402
 from tests.support.fake_pagerduty import FakePagerDuty, generate_account, iso  # noqa: E402
 from tests.support.lambda_runtime import Database, LocalWorkflow, SynthesizedWorkflow, WorkflowRun  # noqa: E402
 from tests.support.pipeline import DATA_TABLES, row_count  # noqa: E402
@@ -191,6 +192,46 @@ def summarize(folder: str, result: Any) -> str:
             f"(recorded: {result.get('recorded')})")[:200]
 
 
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() or abs(value) >= 100 else f"{value:,.1f}"
+
+
+def metric_rows(records: list[MetricRecord]) -> list[list[str]]:
+    """One row per metric and dimension values (Pipeline left out: one per run): counts summed over the
+    invocations, other units listed one value per invocation. In the contract's order."""
+    groups: dict[tuple, list[MetricRecord]] = {}
+    for record in records:
+        dims = ", ".join(f"{k}={v}" for k, v in record.dimensions.items() if k != "Pipeline")
+        groups.setdefault((record.name, dims, record.unit or ""), []).append(record)
+    order = list(CONTRACT)
+    rows = []
+    for (name, dims, unit), group in sorted(groups.items(), key=lambda item: (
+            order.index(item[0][0]) if item[0][0] in order else len(order), item[0])):
+        if unit == "Count":
+            value = _number(sum(r.value for r in group))
+        else:
+            value = ", ".join(_number(v) for r in group for v in r.values)
+        rows.append([name, dims or "-", unit, value])
+    return rows
+
+
+def report_metrics(console: Console, run: WorkflowRun) -> None:
+    """The metrics CloudWatch would extract from the functions' EMF lines (the alarms' and dashboard's input)."""
+    console.section("Metrics emitted (CloudWatch EMF)")
+    try:
+        records = parse_lines("".join(line for call in run.invocations for line in call.metric_lines))
+    except EmfError as exc:
+        console.line(f"  a line breaks the EMF specification: {exc}")
+        return
+    if not records:
+        console.line("  (no metric lines)")
+        return
+    where = sorted({(r.namespace, r.dimensions.get("Pipeline", "-")) for r in records})
+    console.line("  " + "; ".join(f"namespace {ns}, Pipeline={pipeline}" for ns, pipeline in where)
+                 + " (Count: summed over the invocations; others: one value per invocation)")
+    table(console, metric_rows(records), ["metric", "dimensions", "unit", "value"])
+
+
 def report(console: Console, workflow: LocalWorkflow, run: WorkflowRun, db: Database) -> None:
     console.section(f"States taken (execution {run.execution_arn.rsplit(':', 1)[-1]})")
     table(console, [[s.name, s.type, f"{s.entered:.2f} s", f"{s.seconds:.2f} s"] for s in run.states],
@@ -208,6 +249,7 @@ def report(console: Console, workflow: LocalWorkflow, run: WorkflowRun, db: Data
     for name, error in workflow.lambdas.service_errors:
         rows.append(["-", state_of.get(name, name), "retried", f"Lambda service error {error}"])
     table(console, rows or [["-", "-", "-", "no function was invoked"]], ["#", "state", "result", "summary"])
+    report_metrics(console, run)
     try:
         conn = db.connect()
     except Exception as exc:  # noqa: BLE001 - the report must not hide the verdict

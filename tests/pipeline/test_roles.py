@@ -19,6 +19,9 @@ from tests.pipeline.test_load import WEEK
 ROLE_NAMES = [roles.OWNER, roles.LOADER, roles.ERROR_RECORDER, roles.READER]
 PASSWORD = "role-test-" + uuid.uuid4().hex[:12]
 FUNCTION = "pagerduty.record_run_failure(text, bigint, text, text, text)"
+ENDED_FUNCTION = "pagerduty.record_run_ended(text, text, text, text)"
+RECORDER_FUNCTIONS = (FUNCTION, ENDED_FUNCTION)  # all the error recorder may execute
+LATEST = MIGRATIONS[-1][0]
 INSUFFICIENT_PRIVILEGE = "42501"
 
 
@@ -160,7 +163,7 @@ def add_run(conn, execution_id: str, status: str = "running") -> int:
 
 def test_migrate_on_an_empty_database_creates_the_roles_and_the_owner_owns_everything(pg, db, no_roles):
     assert migrate(db) == [v for v, _, _ in MIGRATIONS]
-    assert [v for v, _, _ in MIGRATIONS][-1] == 4
+    assert [v for v, _, _ in MIGRATIONS][-1] == 5
     shape = {r[0]: r[1:] for r in db.run(
         """SELECT rolname, rolcanlogin, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls,
                   pg_has_role(rolname, 'rds_iam', 'MEMBER'), pg_has_role(current_user, rolname, 'USAGE')
@@ -173,14 +176,26 @@ def test_migrate_on_an_empty_database_creates_the_roles_and_the_owner_owns_every
     assert not_owned_by_owner(db) == []
     assert {"pipeline_runs", "incidents", "schema_migrations", "incident_overview"} <= set(relations(db))
     assert db.run("SELECT count(*) FROM pg_class WHERE relnamespace = 'pagerduty'::regnamespace")[0][0] > 40
-    # the failure recorder: the owner's rights, a fixed search path, callable by the loader and the recorder only
-    assert db.run(f"""SELECT prosecdef, proconfig, proowner::regrole::text FROM pg_proc
-                       WHERE oid = CAST('{FUNCTION}' AS regprocedure)""") == [
-        [True, ["search_path=pg_catalog, pg_temp"], roles.OWNER]]
-    assert {r[0]: r[1] for r in db.run(
-        f"SELECT r, has_function_privilege(r, '{FUNCTION}', 'EXECUTE') FROM unnest(CAST(:n AS text[])) r",
-        n=[roles.LOADER, roles.ERROR_RECORDER, roles.READER, "rds_iam"])} == {
-        roles.LOADER: True, roles.ERROR_RECORDER: True, roles.READER: False, "rds_iam": False}
+    # the failure recorders: the owner's rights, a fixed search path, callable by the loader (record_run_failure
+    # only) and the recorder
+    for function in RECORDER_FUNCTIONS:
+        assert db.run(f"""SELECT prosecdef, proconfig, proowner::regrole::text FROM pg_proc
+                           WHERE oid = CAST('{function}' AS regprocedure)""") == [
+            [True, ["search_path=pg_catalog, pg_temp"], roles.OWNER]], function
+    privileges = {(r[0], r[1]): r[2] for r in db.run(
+        "SELECT r, f, has_function_privilege(r, f, 'EXECUTE') FROM unnest(CAST(:n AS text[])) r, "
+        "unnest(CAST(:f AS text[])) f", n=[roles.LOADER, roles.ERROR_RECORDER, roles.READER, "rds_iam", "public"],
+        f=list(RECORDER_FUNCTIONS))}
+    assert privileges == {
+        (roles.LOADER, FUNCTION): True, (roles.ERROR_RECORDER, FUNCTION): True, (roles.READER, FUNCTION): False,
+        ("rds_iam", FUNCTION): False, ("public", FUNCTION): False,
+        (roles.LOADER, ENDED_FUNCTION): False, (roles.ERROR_RECORDER, ENDED_FUNCTION): True,
+        (roles.READER, ENDED_FUNCTION): False, ("rds_iam", ENDED_FUNCTION): False, ("public", ENDED_FUNCTION): False}
+    # and nothing else in the schema is the recorder's to execute
+    assert db.run("""SELECT p.oid FROM pg_proc p WHERE p.pronamespace = 'pagerduty'::regnamespace
+                        AND has_function_privilege(:r, p.oid, 'EXECUTE') ORDER BY 1""", r=roles.ERROR_RECORDER) == \
+        db.run(f"SELECT oid FROM pg_proc WHERE oid IN (CAST('{FUNCTION}' AS regprocedure), "
+               f"CAST('{ENDED_FUNCTION}' AS regprocedure)) ORDER BY 1")
     assert db.run("SELECT current_user, current_setting('role')") == [[pg.user, "none"]]  # left as found
 
 
@@ -190,11 +205,11 @@ def test_migrate_leaves_the_connections_role_as_it_found_it_also_on_error(pg, db
     assert migrate(db) == []  # the roles and the takeover ran as the master, not as the loader
     assert db.run("SELECT current_user") == [[roles.LOADER]]
     db.run("RESET ROLE")
-    monkeypatch.setattr(migrations, "MIGRATIONS", [*MIGRATIONS, (5, "broken", ["SELECT 1/0"])])
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*MIGRATIONS, (LATEST + 1, "broken", ["SELECT 1/0"])])
     with pytest.raises(DatabaseError):
         migrate(db)
     assert db.run("SELECT current_user, current_setting('role')") == [[pg.user, "none"]]
-    assert db.run("SELECT max(version) FROM pagerduty.schema_migrations") == [[4]]
+    assert db.run("SELECT max(version) FROM pagerduty.schema_migrations") == [[LATEST]]
 
 
 def test_migrate_again_is_a_no_op(pg, db):
@@ -214,7 +229,7 @@ def test_roles_created_beforehand_with_passwords_are_used_and_kept(pg, db, no_ro
         passwords = a.run("SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY(CAST(:n AS text[])) "
                           "AND rolpassword IS NOT NULL", n=ROLE_NAMES)
         assert len(passwords) == 2 and all(p for _, p in passwords)
-        assert migrate(db) == [1, 2, 3, 4]
+        assert migrate(db) == [1, 2, 3, 4, 5]
         assert a.run("SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY(CAST(:n AS text[])) "
                      "AND rolpassword IS NOT NULL", n=ROLE_NAMES) == passwords  # none set, none cleared
         state = catalog_state(a)
@@ -248,7 +263,7 @@ def test_without_rds_iam_the_login_roles_are_made_members_once_it_exists(pg, db,
     with admin(pg) as a:
         a.run("DROP ROLE rds_iam")
         try:
-            assert migrate(db) == [1, 2, 3, 4]
+            assert migrate(db) == [1, 2, 3, 4, 5]
             assert a.run("SELECT count(*) FROM pg_roles WHERE rolname = ANY(CAST(:n AS text[]))", n=ROLE_NAMES) == [[4]]
         finally:  # as the RDS master has it (tests/support/postgres.py)
             a.run("CREATE ROLE rds_iam NOLOGIN")
@@ -259,6 +274,7 @@ def test_without_rds_iam_the_login_roles_are_made_members_once_it_exists(pg, db,
 
 
 def test_a_schema_the_master_created_before_the_roles_is_taken_over(pg, db):
+    roles.ensure_roles(db)  # cluster-wide: this worker may not have made them yet (the master's schema predates them)
     old_migrate(db)
     run_id = add_run(db, "before-roles")
     db.run("INSERT INTO pagerduty.teams (id, name) VALUES ('T1', 'Ops')")
@@ -270,7 +286,7 @@ def test_a_schema_the_master_created_before_the_roles_is_taken_over(pg, db):
     db.run("CREATE TYPE pagerduty.pair AS (a int, b int)")
     db.run("CREATE MATERIALIZED VIEW pagerduty.team_names AS SELECT name FROM pagerduty.teams")
     assert len(not_owned_by_owner(db)) > 40  # the master's, all of it
-    assert migrate(db) == [4]
+    assert migrate(db) == [4, 5]
     assert not_owned_by_owner(db) == []
     assert db.run("SELECT run_id, execution_id FROM pagerduty.pipeline_runs") == [[run_id, "before-roles"]]
     with login_as(pg, roles.LOADER) as loader:  # the old rows and the old sequence, now the loader's to use
@@ -296,7 +312,7 @@ def test_the_loader_reads_and_writes_the_data_but_cannot_change_the_schema_or_an
         loader.run("INSERT INTO pagerduty.watermarks (scope, watermark, run_id) VALUES ('all', now(), :r)", r=run_id)
         loader.run("INSERT INTO pagerduty.coverage (scope, since, until, run_id) "
                    "VALUES ('all', now() - interval '1 day', now(), :r)", r=run_id)
-        assert loader.run("SELECT max(version) FROM pagerduty.schema_migrations") == [[4]]
+        assert loader.run("SELECT max(version) FROM pagerduty.schema_migrations") == [[LATEST]]
         for table in relations(db, kinds=("r",)):
             loader.run(f"SELECT count(*) FROM pagerduty.{table}")
         # no DDL
@@ -385,6 +401,7 @@ def test_an_analyst_with_the_reader_role_reads_every_table_and_view_and_writes_n
             denied(conn, "DELETE FROM pagerduty.pipeline_runs")
             denied(conn, "SELECT nextval('pagerduty.pipeline_runs_run_id_seq')")
             denied(conn, "SELECT * FROM pagerduty.record_run_failure('e-read', NULL, 'x', 'x', 'x')")
+            denied(conn, "SELECT * FROM pagerduty.record_run_ended('e-read', 'failed', 'x', 'x')")
             denied(conn, "CREATE TABLE pagerduty.mine (id int)")
             denied(conn, f"SET ROLE {roles.LOADER}")
         finally:
@@ -397,11 +414,11 @@ def test_an_analyst_with_the_reader_role_reads_every_table_and_view_and_writes_n
 
 def test_a_table_of_a_later_migration_is_readable_by_the_reader_and_writable_by_the_loader(pg, db, monkeypatch):
     migrate(db)
-    later = (5, "a later migration", [
+    later = (LATEST + 1, "a later migration", [
         "CREATE TABLE pagerduty.later_things (id bigserial PRIMARY KEY, note text)",
         "CREATE VIEW pagerduty.later_view AS SELECT id, note FROM pagerduty.later_things"])
     monkeypatch.setattr(migrations, "MIGRATIONS", [*MIGRATIONS, later])
-    assert migrate(db) == [5]
+    assert migrate(db) == [LATEST + 1]
     assert not_owned_by_owner(db) == []
     with login_as(pg, roles.LOADER) as loader:
         loader.run("INSERT INTO pagerduty.later_things (note) VALUES ('a'), ('b')")  # and its sequence

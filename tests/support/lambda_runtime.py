@@ -4,7 +4,9 @@ moto (with `lambda.use_docker` off) sends every Invoke to `LambdaSimpleBackend.i
 replaces it for the duration of a `with` block and routes each call, by function name or ARN, to the
 registered handler module, with that function's environment variables applied and a Lambda-like
 context. A handler exception becomes an `Unhandled` function error shaped like AWS's; queued faults
-raise Lambda service errors (e.g. throttling) before the handler runs, so Retry policies see them.
+raise Lambda service errors (e.g. throttling) before the handler runs, so Retry policies see them. The
+CloudWatch EMF lines a function writes (on stdout in AWS, where CloudWatch Logs extracts the metrics) are kept
+on its `Invocation` (`metric_lines`) instead of being printed.
 
 `SynthesizedWorkflow` reads what a local execution needs from one synthesized stack (the state machine
 definition, the four functions with their environment and zip, the HTTP API integration's Input mapping);
@@ -74,6 +76,7 @@ class Invocation:
     event: Any
     result: Any = None
     error: str | None = None
+    metric_lines: list[str] = field(default_factory=list)  # the EMF lines it wrote (pagerduty_pipeline.metrics)
 
 
 @dataclass
@@ -86,6 +89,14 @@ class _Function:
 def function_name_of(name_or_arn: str) -> str:
     """`arn:aws:lambda:region:account:function:NAME[:qualifier]` or NAME -> NAME."""
     return name_or_arn.split(":")[6] if name_or_arn.startswith("arn:") else name_or_arn
+
+
+def _metrics_into(lines: list[str]):
+    """The layer's metric lines go to `lines` (a block). Its destination is process-wide, like the environment
+    variables: right because invocations run one at a time."""
+    from pagerduty_pipeline import metrics  # the handlers' layer (on sys.path wherever they run)
+
+    return metrics.writing_to(lines.append)
 
 
 class InProcessLambdas:
@@ -123,7 +134,7 @@ class InProcessLambdas:
             event = json.loads(body) if body else {}
             call = Invocation(name, event)
             self.invocations.append(call)
-            with mock.patch.dict(os.environ, function.environment):
+            with mock.patch.dict(os.environ, function.environment), _metrics_into(call.metric_lines):
                 try:
                     call.result = function.handler(event, LambdaContext(name, function.timeout_seconds))
                 except Exception as exc:  # noqa: BLE001 - this is the Lambda runtime boundary

@@ -60,8 +60,32 @@ def test_local_run_succeeds_and_leaves_nothing_behind(tmpdir_for_run):
         assert expected in out
     incidents = next(line for line in out.splitlines() if line.strip().startswith("incidents "))
     assert incidents.split()[-1] == "150"
+    emitted = metrics_table(out)
+    assert emitted[("RowsWritten", "Table=incidents", "Count")] == "150"
+    assert int(emitted[("ApiRequests", "Step=lambda_1", "Count")]) > 0
+    assert int(emitted[("ApiRequests", "Step=lambda_2", "Count")].replace(",", "")) > 0
+    assert emitted[("ApiRateLimited", "Step=lambda_2", "Count")] == "0"
+    assert emitted[("ChecksFailed", "-", "Count")] == "0"
+    assert {"lambda_1", "lambda_2", "lambda_3"} <= {dims.split("=")[1] for name, dims, _ in emitted
+                                                   if name == "StepDuration"}
+    assert float(emitted[("DataFreshness", "Scope=all", "Seconds")].replace(",", "")) > 0
     assert_nothing_left(tmpdir_for_run)
     assert seconds < 120  # under a minute on its own; this suite shares the machine with others
+
+
+def metrics_table(out: str) -> dict[tuple[str, str, str], str]:
+    """The local run's "Metrics emitted (CloudWatch EMF)" table: (metric, dimensions, unit) -> value."""
+    lines = out.splitlines()
+    start = lines.index("Metrics emitted (CloudWatch EMF)")
+    assert "namespace PagerDutyPipeline" in lines[start + 1], lines[start + 1]
+    assert lines[start + 2].split() == ["metric", "dimensions", "unit", "value"]
+    rows = {}
+    for line in lines[start + 3:]:
+        if not line.strip():
+            break
+        name, dims, unit, value = line.split(None, 3)
+        rows[(name, dims, unit)] = value.strip()
+    return rows
 
 
 def test_local_run_interrupted_stops_everything(tmpdir_for_run):

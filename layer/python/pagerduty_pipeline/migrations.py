@@ -226,6 +226,37 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         """GRANT EXECUTE ON FUNCTION pagerduty.record_run_failure(text, bigint, text, text, text)
               TO pagerduty_error_recorder, pagerduty_loader""",
     ]),
+    (5, "record the end of an execution no Catch saw", [
+        # The error handler, on EventBridge's "Step Functions Execution Status Change" (FAILED, TIMED_OUT, ABORTED):
+        # the run of that execution ends with that status, if it is still running. A run the Catch path already
+        # failed keeps its more precise error (the event comes after it); a finished run is never changed; an
+        # execution without a run (its input refused before step 1 wrote one) records nothing. Returns the run
+        # (or NULL), whether it changed, and the status it has now. The owner's rights, like record_run_failure.
+        """CREATE FUNCTION pagerduty.record_run_ended(p_execution_id text, p_status text, p_error text,
+                                                     p_message text, OUT run_id bigint, OUT recorded boolean,
+                                                     OUT run_status text)
+           LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+           AS $fn$
+           BEGIN
+             IF p_status IS NULL OR p_status NOT IN ('failed', 'timed_out', 'aborted') THEN
+               RAISE EXCEPTION 'record_run_ended: status must be failed, timed_out or aborted, got %',
+                               coalesce(p_status, 'NULL') USING ERRCODE = 'invalid_parameter_value';
+             END IF;
+             UPDATE pagerduty.pipeline_runs r
+                SET status = p_status, error = p_error, message = p_message, finished_at = pg_catalog.now(),
+                    updated_at = pg_catalog.now()
+              WHERE r.execution_id = p_execution_id AND r.status = 'running'
+             RETURNING r.run_id, r.status INTO run_id, run_status;
+             recorded := FOUND;
+             IF NOT recorded THEN
+               SELECT r.run_id, r.status INTO run_id, run_status
+                 FROM pagerduty.pipeline_runs r WHERE r.execution_id = p_execution_id;
+             END IF;
+           END
+           $fn$""",
+        "REVOKE ALL ON FUNCTION pagerduty.record_run_ended(text, text, text, text) FROM PUBLIC",
+        "GRANT EXECUTE ON FUNCTION pagerduty.record_run_ended(text, text, text, text) TO pagerduty_error_recorder",
+    ]),
 ]
 
 

@@ -19,9 +19,10 @@ The Lambdas do not all work as the RDS master user. Four cluster-wide roles, cre
 
 ``pagerduty_error_recorder`` (:data:`ERROR_RECORDER`)
     LOGIN (IAM on RDS, like the loader). The error-handler Lambda (lambda_error_handler) logs in as it. It may
-    only record that a run failed: USAGE on the schema and EXECUTE on ``pagerduty.record_run_failure`` (SECURITY
-    DEFINER, owned by the owner), no privilege on any table. The handler runs after any step failed, with the
-    failure's text in its input: it has no business reading or writing anything else.
+    only record that a run failed or ended: USAGE on the schema and EXECUTE on ``pagerduty.record_run_failure``
+    (the Catch path) and ``pagerduty.record_run_ended`` (EventBridge's execution status change; migration 5), both
+    SECURITY DEFINER and owned by the owner, no privilege on any table. The handler runs after any step failed, with
+    the failure's text in its input: it has no business reading or writing anything else.
 
 ``pagerduty_reader`` (:data:`READER`)
     NOLOGIN group role for analysts and dashboards: USAGE on the schema and SELECT on every table and view

@@ -24,6 +24,7 @@ RUN_LOCK_KEY = 7_310_452_981_223_002  # pg_advisory_xact_lock key serialising ru
 DEFAULT_EXECUTION_TIMEOUT = timedelta(minutes=45)  # deadline of a run whose envelope gave none
 # Step Functions execution status -> the status a reconciled run gets
 ENDED_EXECUTION = {"TIMED_OUT": "timed_out", "ABORTED": "aborted", "FAILED": "failed", "SUCCEEDED": "failed"}
+ENDED_STATUSES = ("failed", "timed_out", "aborted")  # what record_end may set
 ExecutionStatus = Callable[[str], str | None]  # execution id -> RUNNING/SUCCEEDED/... or None when unknown
 
 
@@ -108,6 +109,20 @@ def record_failure(conn, execution_id: str | None, run_id: int | None, step: str
                     e=execution_id, r=run_id, step=step, err=error, m=message)
     found, recorded = rows[0]
     return found, bool(recorded)
+
+
+def record_end(conn, execution_id: str, status: str, error: str, message: str) -> tuple[int | None, bool, str | None]:
+    """Record that ``execution_id`` ended ``status`` (failed, timed_out or aborted) without a Catch having seen
+    it: only a run still ``running`` takes it. Returns (the run's id or None, whether it changed, the status it has
+    now or None). The rule lives in ``pagerduty.record_run_ended`` (migration 5), the one more thing the error
+    handler's role may call."""
+    if status not in ENDED_STATUSES:
+        raise ValueError(f"an ended run's status is one of {', '.join(ENDED_STATUSES)}, not {status!r}")
+    rows = conn.run("""SELECT run_id, recorded, run_status FROM pagerduty.record_run_ended(
+                           CAST(:e AS text), CAST(:s AS text), CAST(:err AS text), CAST(:m AS text))""",
+                    e=execution_id, s=status, err=error, m=message)
+    found, recorded, now = rows[0]
+    return found, bool(recorded), now
 
 
 def mark_failed(conn, run_id: int, step: str | None, error: str, message: str) -> bool:

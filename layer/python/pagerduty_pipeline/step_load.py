@@ -21,6 +21,7 @@ from .coverage import chunks, iso
 from .db import DB_FAILURES, close_quietly
 from .errors import InputError, OutOfTime, PagerDutyError, PipelineError
 from .loaders import Loader, is_full, parse_ts
+from .metrics import StepMetrics, measured
 from .paging import FirstPages, InOrder, WindowWalk
 from .runtime import (Budget, budget_for, db_error, failed, log_event, make_client, open_db, parse_envelope,
                       remaining_ms)
@@ -345,7 +346,9 @@ def _read_input(inp) -> tuple[dict, dict | None, dict, int]:
     return carry, cursor, counts, int(inp.get("invocations") or 0) + 1
 
 
-def load_incidents(event, context=None, *, env=None, sleep=time.sleep, clock=time.time) -> dict:
+@measured("lambda_2", calls_api=True)
+def load_incidents(event, context=None, *, env=None, sleep=time.sleep, clock=time.time,
+                   metrics: StepMetrics) -> dict:
     """Load the window's chunks (incidents, log entries, notes, alerts); resumable, and partial near the
     execution's deadline."""
     conn = client = state = None
@@ -363,10 +366,12 @@ def load_incidents(event, context=None, *, env=None, sleep=time.sleep, clock=tim
         conn = open_db(cfg, "lambda_2")
         runs.set_step(conn, run_id, "lambda_2")
         client = make_client(cfg, aws_secrets.get_pagerduty_token(cfg.pagerduty_token_secret_arn), sleep, budget)
+        metrics.count_api(client)
         requests_before = int(counts.get("api_requests", 0))
         before = copy.deepcopy(cursor)
         state = ChunkLoader(conn, client, carry, cursor, counts, budget, chunk_length=chunk_length,
                             alerts=cfg.alerts)
+        metrics.count_rows(state.loader)
         done = state.run()
         partial = not done and budget.execution_bound()
         if not done and not partial and cursor == before:

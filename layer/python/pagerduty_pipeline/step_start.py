@@ -14,6 +14,7 @@ from .errors import InputError, PagerDutyError, PipelineError
 from .executions import execution_status as aws_execution_status
 from .inputs import scope_of, validate_input
 from .loaders import Loader
+from .metrics import StepMetrics, measured
 from .migrations import migrate
 from .runtime import budget_for, db_error, failed, log_event, make_client, open_db, parse_envelope
 from .schema import DIMENSION_ENDPOINTS, DIMENSIONS
@@ -31,8 +32,9 @@ def filter_params(filters: dict) -> list[tuple[str, object]]:
     return out
 
 
+@measured("lambda_1", calls_api=True)
 def start_run(event, context=None, *, env=None, sleep=time.sleep, now: datetime | None = None,
-              execution_status=aws_execution_status) -> dict:
+              execution_status=aws_execution_status, metrics: StepMetrics) -> dict:
     """Claim the run (one at a time), validate the input, migrate, load reference data, count the window."""
     conn = run_id = None
     try:
@@ -58,8 +60,10 @@ def start_run(event, context=None, *, env=None, sleep=time.sleep, now: datetime 
         window = {"since": iso(since), "until": iso(until)}
         token = aws_secrets.get_pagerduty_token(cfg.pagerduty_token_secret_arn)
         client = make_client(cfg, token, sleep, budget_for(cfg, context, envelope))
+        metrics.count_api(client)
         try:
             loader = Loader(conn)
+            metrics.count_rows(loader)
             dims, truncated = {}, []
             for kind in DIMENSIONS:
                 objects, cut = client.list_all(DIMENSION_ENDPOINTS[kind][0], kind)
@@ -75,7 +79,7 @@ def start_run(event, context=None, *, env=None, sleep=time.sleep, now: datetime 
                     raise PagerDutyError("PagerDuty did not return 'total' for total=true", "pagerduty_bad_response")
                 expected += total
             counts = {"dimensions": dims, "truncated_dimensions": truncated, "api_requests": client.request_count,
-                      "api_rate_limited": client.rate_limited_count}
+                      "api_rate_limited": client.rate_limited_count, "api_retries": client.retry_count}
             runs.set_window(conn, run_id, window["since"], window["until"], filters, scope,
                             {"expected_incidents": expected, "lambda_1": counts})
         finally:

@@ -3,17 +3,22 @@ succeeded (or partial, when the execution's deadline cut the window short)."""
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
+
 from . import runs
 from .checks import Scope, run_checks
 from .config import load_config
 from .db import DB_FAILURES, close_quietly
 from .errors import InputError, PipelineError
 from .inputs import scope_of
+from .metrics import StepMetrics, measured
 from .runtime import db_error, failed, log_event, open_db, parse_envelope
 from .step_load import CARRY_KEYS
 
 
-def validate_run(event, context=None, *, env=None) -> dict:
+@measured("lambda_3")
+def validate_run(event, context=None, *, env=None, clock=time.time, metrics: StepMetrics) -> dict:
     conn = run_id = None
     carry: dict = {}
     try:
@@ -45,11 +50,14 @@ def validate_run(event, context=None, *, env=None) -> dict:
         blocking = [r["name"] for r in results if r["blocking"] and not r["passed"]]
         summary = {"checks": {r["name"]: r["passed"] for r in results}, "failed_checks": blocking,
                    "warnings": [r["name"] for r in results if r["status"] == "warn"]}
+        metrics.checked(len(blocking), len(summary["warnings"]))  # a failed validation reports them too
         if blocking:
             raise PipelineError(f"blocking data checks failed: {', '.join(blocking)}", "validation_failed",
                                 **summary)
-        described = runs.finish(conn, run_id, carry.get("scope") or scope_of(filters), windows, partial=partial,
-                                counts={"lambda_3": summary})
+        scope_name = carry.get("scope") or scope_of(filters)
+        described = runs.finish(conn, run_id, scope_name, windows, partial=partial, counts={"lambda_3": summary})
+        if described["watermark"] is not None:  # how far the scope's data lags behind now
+            metrics.fresh(scope_name, clock() - datetime.fromisoformat(described["watermark"]).timestamp())
         result = {**carry, "success": True, "partial": partial, "counts": counts, **summary,
                   "loaded": {"since": windows[0]["since"].isoformat(), "until": windows[-1]["until"].isoformat()},
                   "coverage": described, "watermark": described["watermark"]}
