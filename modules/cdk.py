@@ -37,7 +37,14 @@ PROVIDER_CLASSES: dict[str, tuple[str, ...]] = {
     "apigatewayv2_stage": (
         "Apigatewayv2Stage", "Apigatewayv2StageAccessLogSettings", "Apigatewayv2StageDefaultRouteSettings",
     ),
+    "cloudwatch_dashboard": ("CloudwatchDashboard",),
+    "cloudwatch_event_rule": ("CloudwatchEventRule",),
+    "cloudwatch_event_target": (
+        "CloudwatchEventTarget", "CloudwatchEventTargetDeadLetterConfig", "CloudwatchEventTargetInputTransformer",
+        "CloudwatchEventTargetRetryPolicy",
+    ),
     "cloudwatch_log_group": ("CloudwatchLogGroup",),
+    "cloudwatch_metric_alarm": ("CloudwatchMetricAlarm",),
     "data_aws_caller_identity": ("DataAwsCallerIdentity",),
     "data_aws_partition": ("DataAwsPartition",),
     "data_aws_subnet": ("DataAwsSubnet",),
@@ -55,12 +62,17 @@ PROVIDER_CLASSES: dict[str, tuple[str, ...]] = {
     "kms_alias": ("KmsAlias",),
     "kms_key": ("KmsKey",),
     "lambda_function": (
-        "LambdaFunction", "LambdaFunctionEnvironment", "LambdaFunctionLoggingConfig", "LambdaFunctionTracingConfig",
-        "LambdaFunctionVpcConfig",
+        "LambdaFunction", "LambdaFunctionDeadLetterConfig", "LambdaFunctionEnvironment", "LambdaFunctionLoggingConfig",
+        "LambdaFunctionTracingConfig", "LambdaFunctionVpcConfig",
     ),
     "lambda_layer_version": ("LambdaLayerVersion",),
+    "lambda_permission": ("LambdaPermission",),
     "provider": ("AwsProvider", "AwsProviderDefaultTags"),
     "s3_bucket": ("S3Bucket",),
+    "scheduler_schedule": (
+        "SchedulerSchedule", "SchedulerScheduleFlexibleTimeWindow", "SchedulerScheduleTarget",
+        "SchedulerScheduleTargetDeadLetterConfig", "SchedulerScheduleTargetRetryPolicy",
+    ),
     "s3_bucket_lifecycle_configuration": (
         "S3BucketLifecycleConfiguration", "S3BucketLifecycleConfigurationRule",
         "S3BucketLifecycleConfigurationRuleAbortIncompleteMultipartUpload", "S3BucketLifecycleConfigurationRuleFilter",
@@ -77,8 +89,14 @@ PROVIDER_CLASSES: dict[str, tuple[str, ...]] = {
     "secretsmanager_secret": ("SecretsmanagerSecret",),
     "security_group": ("SecurityGroup",),
     "sfn_state_machine": (
-        "SfnStateMachine", "SfnStateMachineLoggingConfiguration", "SfnStateMachineTracingConfiguration",
+        "SfnStateMachine", "SfnStateMachineEncryptionConfiguration", "SfnStateMachineLoggingConfiguration",
+        "SfnStateMachineTracingConfiguration",
     ),
+    "sns_topic": ("SnsTopic",),
+    "sns_topic_policy": ("SnsTopicPolicy",),
+    "sns_topic_subscription": ("SnsTopicSubscription",),
+    "sqs_queue": ("SqsQueue",),
+    "sqs_queue_policy": ("SqsQueuePolicy",),
     "vpc_security_group_egress_rule": ("VpcSecurityGroupEgressRule",),
     "vpc_security_group_ingress_rule": ("VpcSecurityGroupIngressRule",),
 }

@@ -101,6 +101,7 @@ class Database(Construct):
                                        if db.final_snapshot else None),
             depends_on=log_groups,
         )
+        self.identifier = self.instance.identifier  # what the AWS/RDS metrics' DBInstanceIdentifier names
         self.address = self.instance.address
         self.port = self.instance.port
         self.secret_arn = self.instance.master_user_secret.get(0).secret_arn

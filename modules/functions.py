@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from modules import packaging
+from modules import metrics, packaging
 from modules.ca_bundle import ARCHIVE_NAME, FUNCTION_PATH, CaBundle
 from modules.cdk import (
     AssetType,
@@ -15,6 +15,7 @@ from modules.cdk import (
     IamRole,
     IamRolePolicy,
     LambdaFunction,
+    LambdaFunctionDeadLetterConfig,
     LambdaFunctionEnvironment,
     LambdaFunctionLoggingConfig,
     LambdaFunctionTracingConfig,
@@ -46,6 +47,9 @@ class FunctionSpec:
     database_user: str | None
     # Describes earlier executions of the pipeline, to release the run lock of one that timed out or was aborted.
     reads_own_executions: bool = False
+    # Also invoked asynchronously (by the execution-status rule, modules/notifications.py): an invocation that
+    # still fails after Lambda's retries goes to the dead-letter queue instead of being dropped.
+    invoked_asynchronously: bool = False
 
 
 FUNCTIONS = (
@@ -55,7 +59,7 @@ FUNCTIONS = (
                  LOADER_USER),
     FunctionSpec("lambda_3", "Validates the loaded data and advances the watermark", False, LOADER_USER),
     FunctionSpec("lambda_error_handler", "Records the failed step, error and cause on the run", False,
-                 ERROR_RECORDER_USER),
+                 ERROR_RECORDER_USER, invoked_asynchronously=True),
 )
 
 
@@ -75,11 +79,12 @@ class Functions(Construct):
     """Roles are per function and grant only: its own log group, VPC network interfaces in our subnets,
     X-Ray, the secrets that function reads, decryption with the environment's key, and `rds-db:connect` as
     exactly its database user; step 1's also reads the master secret and describes the executions of this
-    environment's state machine."""
+    environment's state machine; the error handler's sends its failed asynchronous invocations to the
+    dead-letter queue. Metrics are EMF log lines (modules/metrics.py): no permission needed."""
 
     def __init__(self, scope: Construct, id_: str, settings: Settings, network: Network, *, kms_key_arn: str,
                  db_address: str, db_port: str, db_secret_arn: str, db_resource_id: str,
-                 pagerduty_token_secret_arn: str, account_id: str, partition: str,
+                 pagerduty_token_secret_arn: str, account_id: str, partition: str, dead_letter_queue_arn: str,
                  bundle: CaBundle | None = None) -> None:
         super().__init__(scope, id_)
         config = settings.functions
@@ -104,6 +109,7 @@ class Functions(Construct):
             "DB_NAME": settings.database.database_name,
             "DB_SSL": settings.database.tls,
             **({"DB_SSL_ROOT_CERT": FUNCTION_PATH} if verify else {}),
+            **metrics.environment_variables(settings),
         }
         # The migrating function logs in as master with the RDS-managed secret; the others with IAM tokens as
         # their own database user (the instance's DbiResourceId names it in the policy, not its identifier).
@@ -138,6 +144,13 @@ class Functions(Construct):
                            assume_role_policy=assume_role_policy("lambda.amazonaws.com", account_id))
             executions = ([statement("ReadOwnExecutions", ["states:DescribeExecution"], [executions_arn])]
                           if spec.reads_own_executions else [])
+            # SQS sends as the function's role; a KMS-encrypted queue needs a data key under the encryption
+            # context aws:sqs:arn = the queue (SQS developer guide, "Configuring KMS permissions for producers").
+            dead_letters = ([
+                statement("SendFailedInvocationsToDeadLetterQueue", ["sqs:SendMessage"], [dead_letter_queue_arn]),
+                statement("EncryptDeadLetters", ["kms:GenerateDataKey"], [kms_key_arn],
+                          {"StringEquals": {"kms:EncryptionContext:aws:sqs:arn": dead_letter_queue_arn}}),
+            ] if spec.invoked_asynchronously else [])
             # CreateFunction checks the role may manage network interfaces: attach the policy first.
             policy = IamRolePolicy(self, f"{spec.folder}_policy", name=f"{name}-least-privilege", role=role.id,
                           policy=policy_document(
@@ -154,6 +167,7 @@ class Functions(Construct):
                 statement("DecryptSecretsAndSettings", ["kms:Decrypt"], [kms_key_arn]),
                 *connect,
                 *executions,
+                *dead_letters,
             ))
             package = _function_package(spec.folder)
             code = TerraformAsset(self, f"{spec.folder}_code", path=str(package.path), type=AssetType.FILE)
@@ -178,6 +192,8 @@ class Functions(Construct):
                 vpc_config=LambdaFunctionVpcConfig(subnet_ids=network.subnet_ids,
                                                    security_group_ids=[network.lambda_sg.id]),
                 tracing_config=LambdaFunctionTracingConfig(mode="Active"),
+                dead_letter_config=(LambdaFunctionDeadLetterConfig(target_arn=dead_letter_queue_arn)
+                                    if spec.invoked_asynchronously else None),
                 logging_config=LambdaFunctionLoggingConfig(
                     log_format="JSON", log_group=log_group.name, application_log_level=config.log_level,
                     system_log_level="INFO"),
@@ -188,3 +204,7 @@ class Functions(Construct):
     @property
     def arns(self) -> dict[str, str]:
         return {folder: function.arn for folder, function in self.functions.items()}
+
+    @property
+    def names(self) -> dict[str, str]:
+        return {folder: function.function_name for folder, function in self.functions.items()}

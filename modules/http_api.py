@@ -20,6 +20,7 @@ from modules.cdk import (
 )
 from modules.iam import assume_role_policy, policy_document, statement
 from modules.settings import Settings
+from modules.workflow import start_execution_key_use
 
 ROUTE_KEY = "POST /invoke"
 # One JSON object per request; integrationErrorMessage says why StartExecution was refused.
@@ -50,7 +51,8 @@ class HttpApi(Construct):
                        assume_role_policy=assume_role_policy("apigateway.amazonaws.com", account_id))
         IamRolePolicy(self, "policy", name=f"{prefix}-start-pipeline-execution", role=role.id,
                       policy=policy_document(
-                          statement("StartPipelineExecution", ["states:StartExecution"], [state_machine_arn])))
+                          statement("StartPipelineExecution", ["states:StartExecution"], [state_machine_arn]),
+                          start_execution_key_use(kms_key_arn, state_machine_arn)))
         integration = Apigatewayv2Integration(
             self, "start_execution", api_id=self.api.id, integration_type="AWS_PROXY",
             integration_subtype="StepFunctions-StartExecution", credentials_arn=role.arn,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,6 +28,18 @@ LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 
 DESCRIPTION = r"^[A-Za-z0-9 ._\-:/()#,@\[\]+=&;{}!$*]{1,255}$"
 
 SubnetId = Annotated[str, Field(pattern=SUBNET_ID)]
+
+# EventBridge Scheduler's expressions: rate(value unit), cron(6 fields), at(yyyy-mm-ddThh:mm:ss). A rate of 1 takes
+# the singular unit and a larger one the plural, as EventBridge writes them.
+SCHEDULE_RATE = re.compile(r"^rate\((?P<value>[1-9]\d*) (?P<unit>minutes?|hours?|days?)\)$")
+SCHEDULE_CRON = re.compile(r"^cron\((?P<fields>\S+( \S+){5})\)$")
+SCHEDULE_AT = re.compile(r"^at\(\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d\)$")
+_MINUTES = {"minute": 1, "hour": 60, "day": 1440}
+# An IANA time zone name as Scheduler takes it ("UTC", "Europe/London", "America/Argentina/Buenos_Aires").
+TIMEZONE = r"^(UTC|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){1,2})$"
+EMAIL = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+HTTPS_URL = r"^https://[A-Za-z0-9.-]+(:\d{1,5})?(/[^\s]*)?$"
+ALARM_WINDOW_SECONDS = 86_400  # CloudWatch: an alarm's period x evaluation periods may not exceed one day
 
 
 PRODUCTION_ENVIRONMENTS = frozenset({"prod", "production", "prd"})  # names that never deploy weaker settings
@@ -146,6 +159,113 @@ class WorkflowSettings(_Strict):
     retry: RetrySettings = RetrySettings()
 
 
+def rate_minutes(expression: str) -> int | None:
+    """The interval of a rate() schedule expression in minutes; None for cron() and at()."""
+    match = SCHEDULE_RATE.match(expression)
+    return int(match["value"]) * _MINUTES[match["unit"].rstrip("s")] if match else None
+
+
+class ScheduleSettings(_Strict):
+    """The EventBridge Scheduler schedule that starts the incremental run (input `{}`)."""
+
+    # None: on in production environments (PRODUCTION_ENVIRONMENTS), off elsewhere (Settings decides). The schedule
+    # exists either way, so turning it on later is an in-place change of its state.
+    enabled: bool | None = None
+    expression: str = "rate(1 hour)"
+    timezone: str = Field("UTC", pattern=TIMEZONE)
+    # Retries of a start that failed (throttled, the state machine unavailable), then the dead-letter queue.
+    max_retry_attempts: int = Field(3, ge=0, le=185)
+    max_event_age_seconds: int = Field(3600, ge=60, le=86_400)
+
+    @property
+    def is_enabled(self) -> bool:
+        return self.enabled is True
+
+    @field_validator("expression")
+    @classmethod
+    def _expression(cls, value: str) -> str:
+        match = SCHEDULE_RATE.match(value)
+        if match:
+            plural = match["unit"].endswith("s")
+            if (match["value"] == "1") == plural:
+                raise ValueError(f"{value!r}: EventBridge writes a rate of 1 with the singular unit (rate(1 hour)) "
+                                 "and larger ones with the plural (rate(2 hours))")
+            return value
+        cron = SCHEDULE_CRON.match(value)
+        if cron:
+            day_of_month, day_of_week = cron["fields"].split(" ")[2], cron["fields"].split(" ")[4]
+            if "?" not in (day_of_month, day_of_week):
+                raise ValueError(f"{value!r}: one of day-of-month and day-of-week must be '?'")
+            return value
+        if SCHEDULE_AT.match(value):
+            return value
+        raise ValueError(f"{value!r} is not an EventBridge Scheduler expression: rate(<n> minutes|hours|days), "
+                         "cron(<minutes> <hours> <day-of-month> <month> <day-of-week> <year>) or "
+                         "at(yyyy-mm-ddThh:mm:ss)")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        # Checked against the IANA database where the machine has one; without it, the name's shape only.
+        if value != "UTC" and zoneinfo.available_timezones() and value not in zoneinfo.available_timezones():
+            raise ValueError(f"{value!r} is not an IANA time zone name (e.g. UTC, Europe/London)")
+        return value
+
+
+class NotificationSettings(_Strict):
+    """Who the alerts topic tells. Each subscriber confirms first (README, "Alerts")."""
+
+    emails: tuple[Annotated[str, Field(pattern=EMAIL, max_length=254)], ...] = ()
+    https_endpoints: tuple[Annotated[str, Field(pattern=HTTPS_URL, max_length=2048)], ...] = ()
+
+    @field_validator("emails", "https_endpoints")
+    @classmethod
+    def _distinct(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len({item.lower() for item in value}) != len(value):
+            raise ValueError("each subscription may appear only once")
+        return value
+
+
+AlarmPeriod = Annotated[int, Field(le=ALARM_WINDOW_SECONDS)]
+
+
+class AlarmSettings(_Strict):
+    """Thresholds and periods of the alarms (modules/alarms.py); every alarm tells the alerts topic."""
+
+    # Executions failed/timed out, function errors and throttles, failed checks, undelivered messages.
+    period_seconds: AlarmPeriod = 300
+    evaluation_periods: int = Field(1, ge=1, le=1440)
+    # Data older than this (minutes) raises the freshness alarm. None: twice the interval of a rate() schedule;
+    # a cron() or at() schedule needs it set. Only alarmed while the schedule is enabled.
+    freshness_max_age_minutes: int | None = Field(None, ge=2, le=ALARM_WINDOW_SECONDS // 60)
+    db_period_seconds: AlarmPeriod = 300
+    db_evaluation_periods: int = Field(3, ge=1, le=1440)
+    db_cpu_percent: float = Field(80.0, gt=0, le=100)
+    # A db.t4g.micro has 1 GiB; PostgreSQL and the OS need most of it.
+    db_freeable_memory_mb: int = Field(128, ge=1, le=1_048_576)
+    # Of database.max_allocated_storage_gb: storage autoscaling stops there.
+    db_free_storage_share: float = Field(0.10, gt=0, lt=1)
+
+    @field_validator("period_seconds", "db_period_seconds")
+    @classmethod
+    def _per_minute(cls, value: int) -> int:
+        # CloudWatch also takes 10, 20 and 30 seconds, but only for high-resolution metrics; every metric alarmed
+        # on here is published per minute, so a shorter period would only ever see missing data.
+        if value < 60 or value % 60:
+            raise ValueError(f"{value} s: the alarmed metrics are per-minute, so the period must be a multiple of 60 s")
+        return value
+
+    @model_validator(mode="after")
+    def _within_a_day(self) -> AlarmSettings:
+        for period, periods in (("period_seconds", "evaluation_periods"),
+                                ("db_period_seconds", "db_evaluation_periods")):
+            window = getattr(self, period) * getattr(self, periods)
+            if window > ALARM_WINDOW_SECONDS:
+                raise ValueError(f"{period} x {periods} = {window} s: CloudWatch evaluates at most one day "
+                                 f"({ALARM_WINDOW_SECONDS} s)")
+        return self
+
+
 class ApiSettings(_Strict):
     # AWS_IAM by default; NONE exposes the endpoint to anyone and must be written out explicitly.
     authorization: Literal["AWS_IAM", "JWT", "NONE"] = "AWS_IAM"
@@ -199,6 +319,58 @@ class Settings(_Strict):
     workflow: WorkflowSettings = WorkflowSettings()
     api: ApiSettings = ApiSettings()
     pagerduty: PagerDutySettings = PagerDutySettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    notifications: NotificationSettings = NotificationSettings()
+    alarms: AlarmSettings = AlarmSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schedule_on_in_production(cls, data: Any) -> Any:
+        """schedule.enabled unset: on for the production environments, off for the others."""
+        if not isinstance(data, dict):
+            return data
+        schedule = data.get("schedule", {})
+        if isinstance(schedule, dict) and schedule.get("enabled") is None:
+            data = {**data, "schedule": {**schedule,
+                                         "enabled": data.get("environment") in PRODUCTION_ENVIRONMENTS}}
+        return data
+
+    @model_validator(mode="after")
+    def _freshness_bound(self) -> Settings:
+        if not self.schedule.is_enabled:
+            return self
+        interval = rate_minutes(self.schedule.expression)
+        explicit = self.alarms.freshness_max_age_minutes
+        if explicit is None and interval is None:
+            raise ValueError(f"alarms.freshness_max_age_minutes is required when the schedule is enabled and its "
+                             f"expression ({self.schedule.expression}) is not rate(...): how old may the data get?")
+        if explicit is None and 2 * interval > ALARM_WINDOW_SECONDS // 60:
+            raise ValueError(f"twice the schedule's interval ({2 * interval} minutes) is longer than the one day "
+                             "CloudWatch can evaluate: set alarms.freshness_max_age_minutes (at most 1440)")
+        if explicit is not None and interval is not None and explicit <= interval:
+            raise ValueError(f"alarms.freshness_max_age_minutes ({explicit}) must be longer than the schedule's "
+                             f"interval ({interval} minutes), or the alarm fires between every two runs")
+        return self
+
+    @model_validator(mode="after")
+    def _schedule_outlasts_a_run(self) -> Settings:
+        # Runs never overlap (step 1's lock): a start while the last run may still be going fails at once with
+        # run_in_progress, which the status-change rule and the executions-failed alarm would report every time.
+        interval = rate_minutes(self.schedule.expression)
+        if self.schedule.is_enabled and interval is not None and interval * 60 < self.workflow.timeout_seconds:
+            raise ValueError(f"schedule.expression {self.schedule.expression} starts a run every {interval} minutes, "
+                             f"but a run may last workflow.timeout_seconds ({self.workflow.timeout_seconds} s): a "
+                             "start would find the last run still going, fail with run_in_progress and raise the "
+                             "alarm. Schedule at most every "
+                             f"{-(-self.workflow.timeout_seconds // 60)} minutes, or lower workflow.timeout_seconds")
+        return self
+
+    @property
+    def freshness_max_age_minutes(self) -> int | None:
+        """The freshness alarm's bound, or None when no alarm is made (the schedule is off)."""
+        if not self.schedule.is_enabled:
+            return None
+        return self.alarms.freshness_max_age_minutes or 2 * (rate_minutes(self.schedule.expression) or 0)
 
     @model_validator(mode="after")
     def _production_verifies_tls(self) -> Settings:
@@ -244,7 +416,7 @@ def _describe(error: ValidationError, where: str) -> str:
             message = "unknown setting (check the spelling against modules/settings.py)"
         elif item["type"] == "string_pattern_mismatch":
             message = f"{item['input']!r} does not match {item['ctx']['pattern']}"
-        lines.append(f"  {where}.{field}: {message}")
+        lines.append(f"  {where}{'.' + field if field else ''}: {message}")  # no field: a rule across several
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from modules.alarms import Alarms
 from modules.ca_bundle import CaBundle
 from modules.cdk import (
     AwsProvider,
@@ -15,11 +16,15 @@ from modules.cdk import (
     TerraformOutput,
     TerraformStack,
 )
+from modules.dashboard import Dashboard
 from modules.database import Database
+from modules.dead_letters import DeadLetterQueue
 from modules.encryption import Encryption
 from modules.functions import Functions
 from modules.http_api import HttpApi
 from modules.network import Network
+from modules.notifications import Notifications
+from modules.schedule import Schedule
 from modules.secrets import PagerDutyToken
 from modules.settings import Settings
 from modules.workflow import Workflow
@@ -60,15 +65,31 @@ class PipelineStack(TerraformStack):
         encryption = Encryption(self, "encryption", settings, account_id, partition)
         database = Database(self, "database", settings, network, encryption.key_arn, partition)
         token = PagerDutyToken(self, "pagerduty_token", settings, encryption.key_arn)
+        dead_letters = DeadLetterQueue(self, "dead_letters", settings, kms_key_arn=encryption.key_arn)
         functions = Functions(
             self, "functions", settings, network, kms_key_arn=encryption.key_arn, db_address=database.address,
             db_port=str(database.port), db_secret_arn=database.secret_arn, db_resource_id=database.resource_id,
             pagerduty_token_secret_arn=token.secret_arn, account_id=account_id, partition=partition,
-            bundle=bundle)
+            dead_letter_queue_arn=dead_letters.arn, bundle=bundle)
         self.workflow = Workflow(self, "workflow", settings, functions.arns, kms_key_arn=encryption.key_arn,
-                                 account_id=account_id)
+                                 account_id=account_id, partition=partition)
         api = HttpApi(self, "http_api", settings, self.workflow.arn, kms_key_arn=encryption.key_arn,
                       account_id=account_id)
+        # Operating it unattended: the schedule, the alerts and the failure records of executions no Catch saw,
+        # the alarms and the dashboard.
+        schedule = Schedule(self, "schedule", settings, state_machine_arn=self.workflow.arn,
+                            kms_key_arn=encryption.key_arn, dead_letter_queue_arn=dead_letters.arn,
+                            account_id=account_id, partition=partition)
+        notifications = Notifications(
+            self, "notifications", settings, kms_key_arn=encryption.key_arn, state_machine_arn=self.workflow.arn,
+            error_handler_arn=functions.arns["lambda_error_handler"],
+            error_handler_name=functions.names["lambda_error_handler"], dead_letter_queue_arn=dead_letters.arn,
+            dead_letter_queue_url=dead_letters.url, account_id=account_id, partition=partition)
+        watched = {"state_machine_arn": self.workflow.arn, "function_names": functions.names,
+                   "db_instance_identifier": database.identifier, "dead_letter_queue_name": dead_letters.name}
+        alarms = Alarms(self, "alarms", settings, topic_arn=notifications.topic_arn, **watched)
+        dashboard = Dashboard(self, "dashboard", settings, **watched, alarm_specs=alarms.specs,
+                              alarm_arns=[alarm.arn for alarm in alarms.alarms.values()])
 
         project = settings.project
         outputs = {
@@ -84,6 +105,14 @@ class PipelineStack(TerraformStack):
             f"StateMachineArn-{project}": (self.workflow.arn, "The pipeline state machine"),
             f"StateMachineLogGroup-{project}": (self.workflow.log_group.name, "Execution logs"),
             f"ApiAccessLogGroup-{project}": (api.log_group.name, "HTTP API access logs"),
+            f"AlertsTopicArn-{project}": (notifications.topic_arn, "SNS topic of the alarms and of executions that "
+                                                                   "ended FAILED, TIMED_OUT or ABORTED: subscribe here"),
+            f"ScheduleName-{project}": (schedule.name, f"EventBridge Scheduler schedule (group default) of the "
+                                                       f"incremental run, {settings.schedule.expression}"),
+            f"DashboardName-{project}": (dashboard.name, "CloudWatch dashboard of the pipeline"),
+            f"DashboardUrl-{project}": (dashboard.url, "The dashboard in the CloudWatch console"),
+            f"DeadLetterQueueUrl-{project}": (dead_letters.url, "Starts, alerts and failure records that could not "
+                                                                "be delivered"),
         }
         for name, (value, description) in outputs.items():
             TerraformOutput(self, name, value=value, description=description, static_id=True)

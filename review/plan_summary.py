@@ -124,6 +124,8 @@ SENSITIVE_ATTRIBUTES: dict[str, dict[str, str]] = {
     "aws_cloudwatch_log_group": {"kms_key_id": "Encryption"},
     "aws_sqs_queue": {"kms_master_key_id": "Encryption", "sqs_managed_sse_enabled": "Encryption"},
     "aws_sns_topic": {"kms_master_key_id": "Encryption"},
+    # what the schedule starts, with which role; its payload's key
+    "aws_scheduler_schedule": {"target": "Schedule target and role", "kms_key_arn": "Encryption"},
     "aws_db_instance": {attr: "Encryption" for attr in (
         "storage_encrypted", "kms_key_id", "performance_insights_kms_key_id", "master_user_secret_kms_key_id")},
     "aws_rds_cluster": {"storage_encrypted": "Encryption", "kms_key_id": "Encryption"},

@@ -32,7 +32,8 @@ def test_every_security_sensitive_resource_of_the_stack_is_called_out() -> None:
                        "aws_kms_alias.", "aws_secretsmanager_secret.", "aws_security_group.",
                        "aws_vpc_security_group_egress_rule.", "aws_vpc_security_group_ingress_rule.",
                        "aws_db_instance.", "aws_db_parameter_group.", "aws_db_subnet_group.",
-                       "aws_apigatewayv2_route.")
+                       "aws_apigatewayv2_route.", "aws_lambda_permission.", "aws_sns_topic_policy.",
+                       "aws_sqs_queue_policy.")
     expected = sorted(a for a in created if a.startswith(sensitive_types))
     listed = sorted(line.split("`")[1] for line in security.splitlines() if line.startswith("| create |"))
     assert listed == expected and len(expected) >= 20

@@ -69,6 +69,63 @@ BAD_SETTINGS = [
                  id="recovery-window-secrets-manager-refuses"),
     pytest.param({"dev": {"network": {"rds_sg_description": "caf\u00e9 <db>"}}},
                  ["dev.network.rds_sg_description", "does not match"], id="description-ec2-refuses"),
+    pytest.param({"dev": {"schedule": {"enabled": True, "expression": "rate(30 minutes)"}}},
+                 ["starts a run every 30 minutes", "workflow.timeout_seconds (2700 s)", "at most every 45 minutes"],
+                 id="schedule-faster-than-a-run-may-last"),
+    pytest.param({"dev": {"schedule": {"enabled": True, "expression": "rate(10 minutes)"},
+                          "workflow": {"timeout_seconds": 900}}},
+                 ["starts a run every 10 minutes", "(900 s)"], id="schedule-faster-than-a-shortened-run"),
+    pytest.param({"dev": {"schedule": {"expression": "every hour"}}},
+                 ["dev.schedule.expression", "is not an EventBridge Scheduler expression", "rate(<n> minutes|hours|days)"],
+                 id="schedule-expression-unknown"),
+    pytest.param({"dev": {"schedule": {"expression": "rate(1 hours)"}}},
+                 ["dev.schedule.expression", "a rate of 1 with the singular unit"], id="schedule-rate-plural-of-one"),
+    pytest.param({"dev": {"schedule": {"expression": "cron(0 6 * * * *)"}}},
+                 ["dev.schedule.expression", "one of day-of-month and day-of-week must be '?'"],
+                 id="schedule-cron-without-question-mark"),
+    pytest.param({"dev": {"schedule": {"expression": "at(2026-13-01T00:00:00)"}}},
+                 ["dev.schedule.expression", "is not an EventBridge Scheduler expression"], id="schedule-at-bad-date"),
+    pytest.param({"dev": {"schedule": {"timezone": "Mars/Olympus_Mons"}}},
+                 ["dev.schedule.timezone", "is not an IANA time zone name"], id="schedule-unknown-timezone"),
+    pytest.param({"dev": {"schedule": {"max_retry_attempts": 186}}},
+                 ["dev.schedule.max_retry_attempts", "less than or equal to 185"], id="schedule-too-many-retries"),
+    pytest.param({"dev": {"schedule": {"max_event_age_seconds": 30}}},
+                 ["dev.schedule.max_event_age_seconds", "greater than or equal to 60"], id="schedule-event-age-short"),
+    pytest.param({"dev": {"schedule": {"enabled": "sometimes"}}}, ["dev.schedule.enabled", "valid boolean"],
+                 id="schedule-enabled-not-bool"),
+    pytest.param({"dev": {"schedule": {"enabled": True, "expression": "cron(0 6 ? * MON-FRI *)"}}},
+                 ["dev: alarms.freshness_max_age_minutes is required", "is not rate(...)"],
+                 id="freshness-bound-required-for-cron"),
+    pytest.param({"dev": {"schedule": {"enabled": True, "expression": "rate(1 day)"}}},
+                 ["dev: twice the schedule's interval (2880 minutes)", "at most 1440"],
+                 id="freshness-default-beyond-a-day"),
+    pytest.param({"dev": {"schedule": {"enabled": True, "expression": "rate(2 hours)"},
+                          "alarms": {"freshness_max_age_minutes": 90}}},
+                 ["alarms.freshness_max_age_minutes (90) must be longer than the schedule's interval (120 minutes)"],
+                 id="freshness-bound-within-the-interval"),
+    pytest.param({"dev": {"alarms": {"freshness_max_age_minutes": 2000}}},
+                 ["dev.alarms.freshness_max_age_minutes", "less than or equal to 1440"], id="freshness-beyond-a-day"),
+    pytest.param({"dev": {"alarms": {"period_seconds": 90}}},
+                 ["dev.alarms.period_seconds", "90 s", "multiple of 60"], id="alarm-period-not-whole-minutes"),
+    pytest.param({"dev": {"alarms": {"db_period_seconds": 30}}},
+                 ["dev.alarms.db_period_seconds", "30 s", "per-minute"], id="alarm-period-high-resolution"),
+    pytest.param({"dev": {"alarms": {"period_seconds": 3600, "evaluation_periods": 25}}},
+                 ["dev.alarms", "period_seconds x evaluation_periods = 90000 s", "at most one day"],
+                 id="alarm-window-beyond-a-day"),
+    pytest.param({"dev": {"alarms": {"db_cpu_percent": 120}}},
+                 ["dev.alarms.db_cpu_percent", "less than or equal to 100"], id="alarm-cpu-over-100"),
+    pytest.param({"dev": {"alarms": {"db_free_storage_share": 1}}},
+                 ["dev.alarms.db_free_storage_share", "less than 1"], id="alarm-storage-share-whole"),
+    pytest.param({"dev": {"alarms": {"db_freeable_memory_mb": 0}}},
+                 ["dev.alarms.db_freeable_memory_mb", "greater than or equal to 1"], id="alarm-memory-zero"),
+    pytest.param({"dev": {"notifications": {"emails": ["oncall at example.com"]}}},
+                 ["dev.notifications.emails.0", "'oncall at example.com' does not match"], id="email-malformed"),
+    pytest.param({"dev": {"notifications": {"emails": ["a@example.com", "A@example.com"]}}},
+                 ["dev.notifications.emails", "only once"], id="email-twice"),
+    pytest.param({"dev": {"notifications": {"https_endpoints": ["http://hooks.example.com/x"]}}},
+                 ["dev.notifications.https_endpoints.0", "does not match"], id="endpoint-not-https"),
+    pytest.param({"dev": {"notifications": {"sms": ["+440000"]}}},
+                 ["dev.notifications.sms", "unknown setting"], id="notification-unknown-protocol"),
     pytest.param({"dev": {}, "prod": {"database": {"port": "five"}}}, ["prod.database.port"],
                  id="one-bad-environment-stops-all"),
     pytest.param({"dev": []}, ["environment 'dev' must map to an object"], id="environment-not-an-object"),
@@ -127,6 +184,30 @@ def test_embedded_defaults_match_the_product() -> None:
     assert defaults.network.private_subnet_ids == ("subnet-0e2842b86fa358d19", "subnet-0ff5a9d643e0b97c8")
     assert defaults.api.authorization == "AWS_IAM"
     assert isinstance(defaults, Settings) and defaults.stack_name == "stepfuncproject-dev"
+
+
+def test_operations_defaults() -> None:
+    """The schedule runs in production unless switched off, hourly in UTC; nobody is subscribed by default; the
+    freshness alarm's bound is twice the schedule's interval."""
+    dev, prod = settings_for("dev", {}), settings_for("prod", {})
+    assert (dev.schedule.is_enabled, prod.schedule.is_enabled) == (False, True)
+    assert (prod.schedule.expression, prod.schedule.timezone) == ("rate(1 hour)", "UTC")
+    assert (prod.schedule.max_retry_attempts, prod.schedule.max_event_age_seconds) == (3, 3600)
+    assert (dev.freshness_max_age_minutes, prod.freshness_max_age_minutes) == (None, 120)
+    assert prod.notifications.emails == () and prod.notifications.https_endpoints == ()
+    alarms = prod.alarms
+    assert (alarms.period_seconds, alarms.evaluation_periods) == (300, 1)
+    assert (alarms.db_period_seconds, alarms.db_evaluation_periods) == (300, 3)
+    assert (alarms.db_cpu_percent, alarms.db_freeable_memory_mb, alarms.db_free_storage_share) == (80, 128, 0.10)
+    assert not settings_for("prod", {"schedule": {"enabled": False}}).schedule.is_enabled
+    on = settings_for("dev", {"schedule": {"enabled": True, "expression": "rate(15 minutes)"},
+                              "workflow": {"timeout_seconds": 900}})
+    assert on.schedule.is_enabled and on.freshness_max_age_minutes == 30
+    cron = settings_for("dev", {"schedule": {"enabled": True, "expression": "cron(0 6 ? * MON-FRI *)",
+                                             "timezone": "Europe/London"},
+                                "alarms": {"freshness_max_age_minutes": 1440}})
+    assert cron.freshness_max_age_minutes == 1440
+    assert settings_for("dev", {"schedule": {"expression": "at(2026-12-24T18:00:00)"}}).schedule.expression
 
 
 def test_the_api_pace_and_alert_policy_are_set_per_environment(tmp_path: Path) -> None:

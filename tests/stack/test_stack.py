@@ -317,9 +317,14 @@ def test_invoke_route_starts_the_state_machine(stacks: dict[str, Stack]) -> None
     assert integration["request_parameters"] == {
         "StateMachineArn": "${aws_sfn_state_machine.workflow_state_machine_8DF65173.arn}", "Input": "$request.body"}
     api_policy = statements_by_sid(policy_of(stack, "-api-start-execution"))
-    assert api_policy == {"StartPipelineExecution": {
-        "Sid": "StartPipelineExecution", "Effect": "Allow", "Action": ["states:StartExecution"],
-        "Resource": ["${aws_sfn_state_machine.workflow_state_machine_8DF65173.arn}"]}}
+    machine = "${aws_sfn_state_machine.workflow_state_machine_8DF65173.arn}"
+    assert api_policy == {  # StartExecution on the machine, and the key for exactly its execution input
+        "StartPipelineExecution": {"Sid": "StartPipelineExecution", "Effect": "Allow",
+                                   "Action": ["states:StartExecution"], "Resource": [machine]},
+        "EncryptPipelineExecutionInput": {
+            "Sid": "EncryptPipelineExecutionInput", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+            "Resource": ["${aws_kms_key.encryption_key_EEB70057.arn}"],
+            "Condition": {"StringEquals": {"kms:EncryptionContext:aws:states:stateMachineArn": machine}}}}
     assert integration["credentials_arn"].startswith("${aws_iam_role.http_api_role_")
 
 
@@ -429,8 +434,10 @@ def test_every_named_resource_carries_project_and_environment(stacks: dict[str, 
     for env in ("dev", "prod"):
         for kind, entries in stacks[env]["resource"].items():
             for entry in entries.values():
-                name = entry.get("name") or entry.get("function_name") or entry.get("identifier")
-                if isinstance(name, str) and kind != "aws_apigatewayv2_stage":
+                name = (entry.get("name") or entry.get("function_name") or entry.get("identifier")
+                        or entry.get("alarm_name") or entry.get("dashboard_name"))
+                # a reference names another resource, itself checked here (a lambda permission's function)
+                if isinstance(name, str) and not name.startswith("${") and kind != "aws_apigatewayv2_stage":
                     assert f"stepfuncproject-{env}" in name, (kind, name)
 
 
