@@ -18,9 +18,17 @@ Phases (each printed with its duration, then a verdict):
             environment Terraform set on it; the database host/port go to a throwaway PostgreSQL whose
             login matches the RDS-managed secret in the emulator, PagerDuty to a local fake server. The
             token secret the stack creates empty is filled as an operator would.
+  scheduled The schedule read back (target the state machine, input `{}`, state as the settings say, retry
+            policy, encrypted dead-letter queue, a role that may only StartExecution on the machine); an
+            execution started as its target would (tools/rehearsal_operations.py) SUCCEEDS as an incremental
+            run of scope `all` and leaves a watermark.
   happy     An execution started as the HTTP API integration would (its request parameters, read back from
   failing   the emulator, applied to a request body) SUCCEEDS with the data loaded and validated; with
   badbody   PagerDuty refusing step 2 it FAILS through the error handler; a bad body fails in step 1.
+  notify    For executions that ended TIMED_OUT and FAILED with their run left running (no Catch ran), the
+            status-change rule's targets are driven as EventBridge would (moto delivers neither SNS nor
+            Lambda targets): the runs are marked timed_out/failed by the error handler, and the message the
+            topic delivers to a subscribed queue names the execution, status, error and failed step.
   replan    `terraform plan -detailed-exitcode` must report no changes.
   -- the second act --
   replace   Synthesized again with a settings file (`main.py --settings`) that gives both security groups and
@@ -79,15 +87,16 @@ REGION = "eu-west-2"
 ACCOUNT_ID = "123456789012"  # moto's account
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal"}
 # Every service the stack's resources and data sources call, by the provider's endpoint names.
-ENDPOINT_SERVICES = ("apigatewayv2", "cloudwatchlogs", "ec2", "iam", "kms", "lambda", "rds", "secretsmanager",
-                     "sfn", "sts")
+ENDPOINT_SERVICES = ("apigatewayv2", "cloudwatch", "cloudwatchlogs", "ec2", "events", "iam", "kms", "lambda", "rds",
+                     "scheduler", "secretsmanager", "sfn", "sns", "sqs", "sts")
 PROVIDER_OVERRIDE = "zz_rehearsal_provider_override.tf.json"
 BACKEND_OVERRIDE = "zz_rehearsal_backend_override.tf.json"
 PAGERDUTY_TOKEN = "rehearsal-pagerduty-token"
 PD_START = datetime(2024, 3, 1, tzinfo=timezone.utc)
 TERRAFORM_TIMEOUT = 900
 EXECUTION_TIMEOUT = 180.0
-PHASES = ("emulator", "synth", "init", "plan", "apply", "serve", "happy", "failing", "badbody", "replan",
+PHASES = ("emulator", "synth", "init", "plan", "apply", "serve", "scheduled", "happy", "failing", "badbody", "notify",
+          "replan",
           "replace", "upgrade", "rebuild", "destroy", "prodlike")
 PRODLIKE = "prodlike"  # the prod-like environment the rehearsal adds to its settings file
 UPGRADED_ENGINE_VERSION = "17.6"  # what RDS's automatic minor upgrade moves the database to
@@ -173,8 +182,8 @@ def _reset_moto_backends() -> None:
 
     backends = [lambda_simple_backends, stepfunctions_parser_backends]
     backends += [get_backend(service) for service in  # type: ignore[call-overload]
-                 ("apigatewayv2", "ec2", "iam", "kms", "lambda", "logs", "rds", "secretsmanager", "stepfunctions",
-                  "sts")]
+                 ("apigatewayv2", "cloudwatch", "ec2", "events", "iam", "kms", "lambda", "logs", "rds", "scheduler",
+                  "secretsmanager", "sns", "sqs", "stepfunctions", "sts")]
     for backend in backends:
         with contextlib.suppress(Exception):
             backend.reset()
@@ -438,8 +447,8 @@ def database_logins(url: str, deployment: Deployment) -> dict[str, str]:
         role = configuration["Role"].rsplit("/", 1)[1]
         allowed = [resource for name in iam.list_role_policies(RoleName=role)["PolicyNames"]
                    for statement in iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]["Statement"]
-                   if any(action.startswith("rds-db:") for action in _listed(statement["Action"]))
-                   for resource in _listed(statement["Resource"])]
+                   if any(action.startswith("rds-db:") for action in listed(statement["Action"]))
+                   for resource in listed(statement["Resource"])]
         if variables.get("DB_AUTH") != "iam":
             expect(not allowed, f"{folder} logs in with a password but may also rds-db:connect: {allowed}")
             continue
@@ -451,7 +460,7 @@ def database_logins(url: str, deployment: Deployment) -> dict[str, str]:
     return users
 
 
-def _listed(value: Any) -> list[str]:
+def listed(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
@@ -706,12 +715,16 @@ class Rehearsal:
                 outputs = {k: v["value"] for k, v in json.loads(tf("output", "-json").stdout).items()}
             with self.phase("serve"):
                 deployment, runtime, pagerduty, pg = self._serve(url, outputs, settings.name_prefix, cleanup)
+            with self.phase("scheduled"):
+                operations = self._scheduled(url, outputs, deployment, settings, pg)
             with self.phase("happy"):
                 self._happy(url, deployment, runtime, pg)
             with self.phase("failing"):
                 self._failing(url, deployment, runtime, pagerduty, pg)
             with self.phase("badbody"):
                 self._bad_body(url, deployment, runtime, pg)
+            with self.phase("notify"):
+                self._notify(url, operations, deployment, runtime, settings, pg)
             with self.phase("replan"):
                 self._expect_no_changes(tf, "the second plan")
             # -- the second act: what happens to a stack that lives on -------------------------------------
@@ -968,6 +981,74 @@ class Rehearsal:
         finally:
             conn.close()
         return json.loads(rows[0][0]) if rows else None
+
+    def _scheduled(self, url: str, outputs: dict[str, Any], deployment: Deployment, settings: Any, pg: Any) -> Any:
+        """The schedule as deployed; an execution started as its target would runs the incremental load."""
+        from tools.rehearsal_operations import check_schedule, read_operations, start_like_the_schedule
+
+        client = lambda service: aws_client(url, service)  # noqa: E731
+        operations = read_operations(client, outputs, deployment.state_machine_arn)
+        check_schedule(client, operations, deployment.state_machine_arn, settings.schedule.is_enabled)
+        arn = start_like_the_schedule(client, operations)
+        result = wait_for(url, arn)
+        expect(result["status"] == "SUCCEEDED",
+               f"scheduled run: {result['status']} {result.get('error')}: {result.get('cause')}")
+        run = self._run_of(pg, arn)
+        expect(run is not None and run["status"] == "succeeded" and run.get("scope") == "all",
+               f"scheduled run: pipeline_runs row {run} (expected succeeded, scope all)")
+        conn = pg.connect()
+        try:
+            watermark = conn.run("SELECT watermark FROM pagerduty.watermarks WHERE scope = 'all'")
+        finally:
+            conn.close()
+        expect(bool(watermark), "scheduled run: no watermark for scope all")
+        self.out(f"rehearsal: schedule {operations.schedule['Name']} ({operations.schedule['ScheduleExpression']}, "
+                 f"{operations.schedule['State']}) started {arn.rsplit(':', 1)[1]}: SUCCEEDED, watermark "
+                 f"{watermark[0][0].isoformat()}")
+        return operations
+
+    def _notify(self, url: str, operations: Any, deployment: Deployment, runtime: Any, settings: Any,
+                pg: Any) -> None:
+        """Executions that ended FAILED and TIMED_OUT with their runs left running (no Catch ran): the rule's
+        targets mark the runs and tell the topic, readably."""
+        from tests.support.eventbridge import status_change_event
+        from tools.rehearsal_operations import deliver, envelope, matches, read_inbox, subscribe_inbox
+
+        client = lambda service: aws_client(url, service)  # noqa: E731
+        inbox = subscribe_inbox(client, operations.topic_arn, "rehearsal-operator-inbox")
+        step1 = deployment.functions["lambda_1"]["FunctionName"]
+        executions = deployment.state_machine_arn.replace(":stateMachine:", ":execution:")
+        pattern = operations.rule["EventPattern"]
+        expect(not matches(pattern, status_change_event(f"{executions}:fine", "SUCCEEDED")),
+               "notify: the rule would also fire for a SUCCEEDED execution")
+        other = executions.replace(executions.rsplit(":", 1)[1], "another-pipeline")
+        expect(not matches(pattern, status_change_event(f"{other}:x", "FAILED")),
+               "notify: the rule would also fire for another state machine's executions")
+        cases = [("TIMED_OUT", "States.Timeout", None, "timed_out"),
+                 ("FAILED", "States.TaskFailed", "lambda_2: the Lambda service failed the invocation", "failed")]
+        for status, error, cause, run_status in cases:
+            arn = f"{executions}:rehearsal-{status.lower().replace('_', '-')}"
+            payload = envelope(arn, "FetchInitialData", {"since": "2024-03-02T00:00:00Z",
+                                                          "until": "2024-03-03T00:00:00Z"},
+                               settings.workflow.timeout_seconds)
+            started = json.loads(aws_client(url, "lambda").invoke(FunctionName=step1, Payload=json.dumps(
+                payload).encode())["Payload"].read())
+            expect(started.get("success") is True, f"notify: step 1 of {arn} did not start a run: {started}")
+            delivered = deliver(client, operations, status_change_event(arn, status, error=error, cause=cause))
+            run = self._run_of(pg, arn)
+            expect(run is not None and run["status"] == run_status and run.get("error") == error,
+                   f"notify: after {status}, pipeline_runs row {run} (expected {run_status}, error {error})")
+            handled = delivered["lambda"]
+            expect(handled.get("recorded") is True, f"notify: the error handler answered {handled}")
+            received = read_inbox(client, inbox)
+            expect(len(received) == 1, f"notify: the topic delivered {len(received)} messages for {status}")
+            message = received[0]
+            wanted = [arn.rsplit(":", 1)[1], status, error] + (["lambda_2"] if cause else [])
+            missing = [word for word in wanted if word not in message]
+            expect(not missing and not message.lstrip().startswith("{"),
+                   f"notify: the {status} message is not readable (missing {missing}): {message[:600]}")
+            self.out(f"rehearsal: {status}: run {run['run_id']} marked {run_status}; the topic said: "
+                     + " / ".join(line.strip() for line in message.splitlines() if line.strip())[:300])
 
     def _happy(self, url: str, deployment: Deployment, runtime: Any, pg: Any) -> None:
         body = json.dumps({"since": "2024-03-01T00:00:00Z", "until": "2024-04-01T00:00:00Z"})

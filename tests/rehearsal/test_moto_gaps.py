@@ -90,6 +90,10 @@ LOGGING = {"LogFormat": "JSON", "ApplicationLogLevel": "INFO", "SystemLogLevel":
 
 
 def function_logging_config():
+    return function_configuration(LoggingConfig=LOGGING).get("LoggingConfig")
+
+
+def function_configuration(**settings):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("handler.py", "def handler(event, context):\n    return event\n")
@@ -100,8 +104,8 @@ def function_logging_config():
                                                 "Principal": {"Service": "lambda.amazonaws.com"}}]}))["Role"]["Arn"]
     lam = client("lambda")
     lam.create_function(FunctionName=name, Runtime="python3.13", Role=role, Handler="handler.handler",
-                        Code={"ZipFile": buffer.getvalue()}, LoggingConfig=LOGGING)
-    return lam.get_function_configuration(FunctionName=name).get("LoggingConfig")
+                        Code={"ZipFile": buffer.getvalue()}, **settings)
+    return lam.get_function_configuration(FunctionName=name)
 
 
 @mock_aws
@@ -113,6 +117,22 @@ def test_moto_still_drops_lambda_logging_config():
 def test_patch_keeps_lambda_logging_config():
     with moto_gaps.filled():
         assert function_logging_config() == LOGGING
+
+
+# -- gap 9: Lambda DeadLetterConfig ----------------------------------------------------------------
+DEAD_LETTERS = {"TargetArn": f"arn:aws:sqs:{REGION}:123456789012:dead-letters"}
+
+
+@mock_aws
+def test_moto_still_drops_lambda_dead_letter_config():
+    assert function_configuration(DeadLetterConfig=DEAD_LETTERS).get("DeadLetterConfig") != DEAD_LETTERS
+
+
+@mock_aws
+def test_patch_keeps_lambda_dead_letter_config():
+    with moto_gaps.filled():
+        assert function_configuration(DeadLetterConfig=DEAD_LETTERS).get("DeadLetterConfig") == DEAD_LETTERS
+        assert "DeadLetterConfig" not in function_configuration()  # none asked for, none reported
 
 
 # -- gap 4: DB parameter Source ---------------------------------------------------------------------
@@ -324,3 +344,75 @@ def test_patches_are_undone_after_the_block():
 
     assert SecretsManagerBackend.create_secret is moto_gaps._original_create_secret
 
+
+
+# -- Delivered by the rehearsal itself, not patched (tools/rehearsal_operations.py) ------------------
+def _rule_with_target(target_arn: str) -> str:
+    events = client("events")
+    rule = unique("execution-ended")
+    events.put_rule(Name=rule, EventPattern=json.dumps({"source": ["aws.states"]}))
+    events.put_targets(Rule=rule, Targets=[{"Id": "t", "Arn": target_arn}])
+    return rule
+
+
+@mock_aws
+def test_moto_still_cannot_deliver_a_rule_to_an_sns_topic():
+    """EventBridge publishes to an SNS target; moto raises NotImplementedError (it delivers to log groups, SQS,
+    event buses and API destinations only). The rehearsal's `notify` renders the target's input and publishes."""
+    topic = client("sns").create_topic(Name=unique("alerts"))["TopicArn"]
+    _rule_with_target(topic)
+    with pytest.raises(NotImplementedError):
+        client("events").put_events(Entries=[{"Source": "aws.states", "DetailType": "x", "Detail": "{}"}])
+
+
+@mock_aws
+def test_moto_still_cannot_deliver_a_rule_to_a_lambda_function():
+    """The same for a Lambda target: the rehearsal invokes the error handler with the raw event itself."""
+    _rule_with_target(f"arn:aws:lambda:{REGION}:123456789012:function:{unique('handler')}")
+    with pytest.raises(NotImplementedError):
+        client("events").put_events(Entries=[{"Source": "aws.states", "DetailType": "x", "Detail": "{}"}])
+
+
+@mock_aws
+def test_moto_still_keeps_a_missing_path_in_a_rendered_template():
+    """AWS fills a variable whose path matches nothing with nothing; moto's parser leaves `<error>` in the text
+    (tests/support/eventbridge.py renders as AWS does: tests/rehearsal/test_eventbridge.py)."""
+    from moto.events.utils import EventTemplateParser
+
+    event = {"detail": {"status": "TIMED_OUT"}, "ingestion-time": 0}
+    rendered = EventTemplateParser.parse(input_template='"<status>: <error>"',
+                                         input_paths_map={"status": "$.detail.status", "error": "$.detail.error"},
+                                         event=event)
+    assert rendered == "TIMED_OUT: <error>"
+
+
+@mock_aws
+def test_moto_stores_a_schedule_but_never_fires_it():
+    """A schedule due every minute starts nothing in moto; the rehearsal's `scheduled` starts the execution as
+    the target would (StartExecution with the target's input)."""
+    sfn = client("stepfunctions")
+    machine = sfn.create_state_machine(name=unique("machine"), definition=DEFINITION, roleArn=ROLE)["stateMachineArn"]
+    client("scheduler").create_schedule(
+        Name=unique("incremental"), ScheduleExpression="rate(1 minute)", FlexibleTimeWindow={"Mode": "OFF"},
+        Target={"Arn": machine, "RoleArn": ROLE, "Input": "{}"})
+    assert client("scheduler").list_schedules()["Schedules"]
+    assert sfn.list_executions(stateMachineArn=machine)["executions"] == []
+
+
+@mock_aws
+def test_moto_still_lacks_test_event_pattern():
+    """TestEventPattern is not implemented (moto answers an empty body, without AWS's Result); the rehearsal calls
+    moto's matcher (EventPattern) in-process."""
+    answer = client("events").test_event_pattern(EventPattern=json.dumps({"source": ["aws.states"]}),
+                                                 Event=json.dumps({"source": "aws.states"}))
+    assert "Result" not in answer
+
+
+@mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
+def test_moto_still_names_an_unnamed_execution_none():
+    """AWS names an execution started without a name (as EventBridge Scheduler starts them) with a UUID; moto's
+    executing interpreter names it "None". The rehearsal gives the UUID itself."""
+    sfn = client("stepfunctions")
+    machine = sfn.create_state_machine(name=unique("machine"), definition=DEFINITION, roleArn=ROLE)["stateMachineArn"]
+    arn = sfn.start_execution(stateMachineArn=machine, input="{}")["executionArn"]
+    assert arn.endswith(":None")

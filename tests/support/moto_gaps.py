@@ -56,21 +56,29 @@ def _default_logging_config(function: LambdaFunction) -> dict[str, Any]:
     return {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{function.function_name}"}
 
 
+# Gap 9 (same methods): they drop DeadLetterConfig too (the error handler's, for the asynchronous invocations of the
+# status-change rule), so every plan wants to add it again. AWS stores {"TargetArn": ...} and returns it.
 def _lambda_init(self: LambdaFunction, account_id: str, spec: dict[str, Any], *args: Any, **kwargs: Any) -> None:
     _original_lambda_init(self, account_id, spec, *args, **kwargs)
     self._rehearsal_logging_config = dict(spec.get("LoggingConfig") or _default_logging_config(self))
+    self._rehearsal_dead_letter_config = dict(spec.get("DeadLetterConfig") or {})
 
 
 def _lambda_get_configuration(self: LambdaFunction, *args: Any, **kwargs: Any) -> dict[str, Any]:
     config = _original_lambda_get_configuration(self, *args, **kwargs)
     config["LoggingConfig"] = dict(getattr(self, "_rehearsal_logging_config", None)
                                    or _default_logging_config(self))
+    dead_letter = getattr(self, "_rehearsal_dead_letter_config", None)
+    if dead_letter and dead_letter.get("TargetArn"):
+        config["DeadLetterConfig"] = dict(dead_letter)
     return config
 
 
 def _lambda_update_configuration(self: LambdaFunction, config_updates: dict[str, Any]) -> dict[str, Any]:
     if config_updates.get("LoggingConfig"):
         self._rehearsal_logging_config = dict(config_updates["LoggingConfig"])
+    if "DeadLetterConfig" in config_updates:
+        self._rehearsal_dead_letter_config = dict(config_updates["DeadLetterConfig"] or {})
     return _original_lambda_update_configuration(self, config_updates)
 
 
