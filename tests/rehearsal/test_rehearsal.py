@@ -58,7 +58,7 @@ def assert_nothing_left(completed: subprocess.CompletedProcess[str]) -> None:
 def test_a_failed_phase_leaves_nothing_behind(phase):
     completed = run_rehearsal("--fail-at", phase, timeout=600)
     assert completed.returncode == 1, completed.stdout + completed.stderr
-    assert f"rehearsal: {phase} FAILED" in completed.stdout
+    assert f"rehearsal: {phase} FAILED" in completed.stdout, completed.stdout[-4000:]
     assert completed.stdout.splitlines()[-1].startswith("rehearsal: FAILED in ")
     # The prod-like environment, started alongside, was stopped and reported before the verdict.
     assert re.search(rf"rehearsal: {rehearsal.PRODLIKE} (FAILED|ok)", completed.stdout), completed.stdout
