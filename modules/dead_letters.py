@@ -9,6 +9,7 @@ that failed after theirs, and the error handler's asynchronous invocations that 
 from __future__ import annotations
 
 from modules.cdk import Construct, SqsQueue
+from modules.iam import Statement, statement
 from modules.settings import Settings
 
 RETENTION_SECONDS = 14 * 24 * 3600  # SQS's maximum: two weeks to look at what was not delivered
@@ -21,6 +22,15 @@ def dead_letter_queue_name(settings: Settings) -> str:
 
 def dead_letter_queue_arn(settings: Settings, account_id: str, partition: str) -> str:
     return f"arn:{partition}:sqs:{settings.region}:{account_id}:{dead_letter_queue_name(settings)}"
+
+
+def send_to_dead_letters(sid: str, queue_arn: str, kms_key_arn: str) -> list[Statement]:
+    """What a role needs to send to the queue: SendMessage on it, and the key under exactly its encryption context
+    (aws:sqs:arn = the queue). SQS asks KMS with the sender's identity; its developer guide ("Configuring KMS
+    permissions for producers") gives producers kms:GenerateDataKey and kms:Decrypt."""
+    return [statement(sid, ["sqs:SendMessage"], [queue_arn]),
+            statement("EncryptDeadLetters", ["kms:Decrypt", "kms:GenerateDataKey"], [kms_key_arn],
+                      {"StringEquals": {"kms:EncryptionContext:aws:sqs:arn": queue_arn}})]
 
 
 class DeadLetterQueue(Construct):

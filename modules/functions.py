@@ -23,6 +23,7 @@ from modules.cdk import (
     LambdaLayerVersion,
     TerraformAsset,
 )
+from modules.dead_letters import send_to_dead_letters
 from modules.iam import assume_role_policy, policy_document, statement
 from modules.network import Network
 from modules.settings import Settings
@@ -144,13 +145,9 @@ class Functions(Construct):
                            assume_role_policy=assume_role_policy("lambda.amazonaws.com", account_id))
             executions = ([statement("ReadOwnExecutions", ["states:DescribeExecution"], [executions_arn])]
                           if spec.reads_own_executions else [])
-            # SQS sends as the function's role; a KMS-encrypted queue needs a data key under the encryption
-            # context aws:sqs:arn = the queue (SQS developer guide, "Configuring KMS permissions for producers").
-            dead_letters = ([
-                statement("SendFailedInvocationsToDeadLetterQueue", ["sqs:SendMessage"], [dead_letter_queue_arn]),
-                statement("EncryptDeadLetters", ["kms:GenerateDataKey"], [kms_key_arn],
-                          {"StringEquals": {"kms:EncryptionContext:aws:sqs:arn": dead_letter_queue_arn}}),
-            ] if spec.invoked_asynchronously else [])
+            # Lambda sends a failed asynchronous invocation to the queue with the function's role.
+            dead_letters = (send_to_dead_letters("SendFailedInvocationsToDeadLetterQueue", dead_letter_queue_arn,
+                                                 kms_key_arn) if spec.invoked_asynchronously else [])
             # CreateFunction checks the role may manage network interfaces: attach the policy first.
             policy = IamRolePolicy(self, f"{spec.folder}_policy", name=f"{name}-least-privilege", role=role.id,
                           policy=policy_document(

@@ -12,6 +12,7 @@ from modules.cdk import (
     SchedulerScheduleTargetDeadLetterConfig,
     SchedulerScheduleTargetRetryPolicy,
 )
+from modules.dead_letters import send_to_dead_letters
 from modules.iam import assume_role_policy, policy_document, statement
 from modules.settings import Settings
 from modules.workflow import start_execution_key_use
@@ -48,11 +49,8 @@ class Schedule(Construct):
             statement("StartPipelineExecution", ["states:StartExecution"], [state_machine_arn]),
             start_execution_key_use(kms_key_arn, state_machine_arn),
             # EventBridge Scheduler sends a start that failed after its retries to the dead-letter queue with the
-            # execution role; the queue is KMS-encrypted, so sending needs a data key under the encryption
-            # context aws:sqs:arn = the queue (SQS, "Configuring KMS permissions for producers").
-            statement("SendFailedStartsToDeadLetterQueue", ["sqs:SendMessage"], [dead_letter_queue_arn]),
-            statement("EncryptDeadLetters", ["kms:Decrypt", "kms:GenerateDataKey"], [kms_key_arn],
-                      {"StringEquals": {"kms:EncryptionContext:aws:sqs:arn": dead_letter_queue_arn}}),
+            # execution role.
+            *send_to_dead_letters("SendFailedStartsToDeadLetterQueue", dead_letter_queue_arn, kms_key_arn),
             # A schedule with a customer managed key: Scheduler decrypts its payload with the execution role, under
             # the encryption context aws:scheduler:schedule:arn = the schedule (EventBridge Scheduler user guide,
             # "Encryption at rest" and its identity-based policy examples).

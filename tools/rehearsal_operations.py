@@ -6,9 +6,9 @@ moto stores schedules but never fires them, and delivers a rule's targets only t
 - `scheduled`: the schedule's target starts an execution with the target's input (StartExecution, the one action
   its role may call), which must succeed and record an incremental run (scope `all`, a watermark);
 - `notify`: for a FAILED and a TIMED_OUT execution whose run was left running (no Catch ran), the event must match
-  the rule's pattern (the emulator's TestEventPattern), the SNS target's input transformer is rendered
-  (tests/support/eventbridge.py) and published to the topic, which an SQS inbox subscribes to as an operator's
-  endpoint would; the error-handler target is invoked with the raw event, after checking its resource policy lets
+  the rule's pattern (moto's own matcher: its TestEventPattern is not implemented), the SNS target's input
+  transformer is rendered (tests/support/eventbridge.py) and published to the topic, which an SQS inbox subscribes
+  to as an operator's endpoint would; the error-handler target is invoked with the raw event, after checking its resource policy lets
   EventBridge in for exactly this rule. The run must then be marked, and the message read back must be readable.
 """
 

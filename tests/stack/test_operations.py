@@ -208,7 +208,8 @@ def test_error_handler_keeps_its_failed_asynchronous_invocations(stacks: dict[st
         assert fn["dead_letter_config"] == {"target_arn": QUEUE}
         assert statements["SendFailedInvocationsToDeadLetterQueue"]["Resource"] == [QUEUE]
         assert statements["EncryptDeadLetters"] == {
-            "Sid": "EncryptDeadLetters", "Effect": "Allow", "Action": ["kms:GenerateDataKey"], "Resource": [KEY],
+            "Sid": "EncryptDeadLetters", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+            "Resource": [KEY],
             "Condition": {"StringEquals": {"kms:EncryptionContext:aws:sqs:arn": QUEUE}}}
 
 
