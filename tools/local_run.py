@@ -7,7 +7,8 @@ machine in moto's ASL interpreter with the real Lambda handlers against PostgreS
     DATABASE_URL=postgresql://user:pw@host:5432/db  # write to that database instead of a throwaway one
 
 Prints the states taken with their timings, each step's result, the rows per table, the data checks, the
-CloudWatch metrics the steps emitted (EMF lines, read back with the layer's parser) and a final `VERDICT:` line. Exit codes: 0 succeeded, 1 the workflow failed, 2 setup failed, 130 interrupted.
+CloudWatch metrics the steps emitted (EMF lines, read back with the layer's parser) and a final `VERDICT:` line.
+Exit codes: 0 succeeded, 1 the workflow failed, 2 setup failed, 130 interrupted.
 Everything it starts (PostgreSQL, the PagerDuty server, temporary folders) is stopped and removed on the
 way out, also on Ctrl-C, SIGTERM or failure. See docs/local-run.md.
 """

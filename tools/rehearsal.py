@@ -996,15 +996,17 @@ class Rehearsal:
         run = self._run_of(pg, arn)
         expect(run is not None and run["status"] == "succeeded" and run.get("scope") == "all",
                f"scheduled run: pipeline_runs row {run} (expected succeeded, scope all)")
+        from pagerduty_pipeline.runs import get_watermark
+
         conn = pg.connect()
         try:
-            watermark = conn.run("SELECT watermark FROM pagerduty.watermarks WHERE scope = 'all'")
+            watermark = get_watermark(conn, "all")
         finally:
             conn.close()
-        expect(bool(watermark), "scheduled run: no watermark for scope all")
+        expect(watermark is not None, "scheduled run: no watermark for scope all")
         self.out(f"rehearsal: schedule {operations.schedule['Name']} ({operations.schedule['ScheduleExpression']}, "
                  f"{operations.schedule['State']}) started {arn.rsplit(':', 1)[1]}: SUCCEEDED, watermark "
-                 f"{watermark[0][0].isoformat()}")
+                 f"{watermark.isoformat()}")
         return operations
 
     def _notify(self, url: str, operations: Any, deployment: Deployment, runtime: Any, settings: Any,
@@ -1012,7 +1014,8 @@ class Rehearsal:
         """Executions that ended FAILED and TIMED_OUT with their runs left running (no Catch ran): the rule's
         targets mark the runs and tell the topic, readably."""
         from tests.support.eventbridge import status_change_event
-        from tools.rehearsal_operations import deliver, envelope, matches, read_inbox, subscribe_inbox
+        from tests.support.pipeline import envelope
+        from tools.rehearsal_operations import deliver, matches, read_inbox, subscribe_inbox
 
         client = lambda service: aws_client(url, service)  # noqa: E731
         inbox = subscribe_inbox(client, operations.topic_arn, "rehearsal-operator-inbox")
@@ -1027,10 +1030,13 @@ class Rehearsal:
         cases = [("TIMED_OUT", "States.Timeout", None, "timed_out"),
                  ("FAILED", "States.TaskFailed", "lambda_2: the Lambda service failed the invocation", "failed")]
         for status, error, cause, run_status in cases:
-            arn = f"{executions}:rehearsal-{status.lower().replace('_', '-')}"
-            payload = envelope(arn, "FetchInitialData", {"since": "2024-03-02T00:00:00Z",
-                                                          "until": "2024-03-03T00:00:00Z"},
-                               settings.workflow.timeout_seconds)
+            # What the state machine's Lambda task sends step 1 for an execution of the deployed machine.
+            payload = envelope({"since": "2024-03-02T00:00:00Z", "until": "2024-03-03T00:00:00Z"},
+                               f"rehearsal-{status.lower().replace('_', '-')}", "FetchInitialData",
+                               executions.rsplit(":", 1)[1], started=datetime.now(timezone.utc).isoformat(),
+                               timeout_seconds=settings.workflow.timeout_seconds)
+            arn = payload["execution_id"]
+            expect(arn.startswith(f"{executions}:"), f"notify: {arn} is not an execution of {executions}")
             started = json.loads(aws_client(url, "lambda").invoke(FunctionName=step1, Payload=json.dumps(
                 payload).encode())["Payload"].read())
             expect(started.get("success") is True, f"notify: step 1 of {arn} did not start a run: {started}")

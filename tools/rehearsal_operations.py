@@ -18,7 +18,6 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from tests.support.eventbridge import render_input_transformer
@@ -153,9 +152,3 @@ def deliver(client: Client, operations: Operations, event: dict[str, Any]) -> di
     expect(set(delivered) == {"sns", "lambda"}, f"the rule has targets {sorted(delivered)}, expected sns and lambda")
     return delivered
 
-
-def envelope(execution_arn: str, state_name: str, body: dict[str, Any], timeout_seconds: int) -> dict[str, Any]:
-    """What the state machine's Lambda task sends (modules/definition.py's Payload)."""
-    return {"execution_id": execution_arn, "execution_name": execution_arn.rsplit(":", 1)[1],
-            "execution_start_time": datetime.now(timezone.utc).isoformat(), "state_name": state_name,
-            "execution_timeout_seconds": timeout_seconds, "input": body}

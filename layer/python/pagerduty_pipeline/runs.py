@@ -24,7 +24,7 @@ RUN_LOCK_KEY = 7_310_452_981_223_002  # pg_advisory_xact_lock key serialising ru
 DEFAULT_EXECUTION_TIMEOUT = timedelta(minutes=45)  # deadline of a run whose envelope gave none
 # Step Functions execution status -> the status a reconciled run gets
 ENDED_EXECUTION = {"TIMED_OUT": "timed_out", "ABORTED": "aborted", "FAILED": "failed", "SUCCEEDED": "failed"}
-ENDED_STATUSES = ("failed", "timed_out", "aborted")  # what record_end may set
+ENDED_STATUSES = tuple(sorted(set(ENDED_EXECUTION.values())))  # what record_end may set
 ExecutionStatus = Callable[[str], str | None]  # execution id -> RUNNING/SUCCEEDED/... or None when unknown
 
 

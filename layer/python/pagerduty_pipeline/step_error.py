@@ -21,14 +21,14 @@ log = logging.getLogger("pagerduty_pipeline")
 
 MAX_MESSAGE = 4000
 STATUS_CHANGE = "Step Functions Execution Status Change"  # EventBridge's detail-type
-# The execution's status in the event -> (the run's status, the error recorded when the event names none, the
-# message when it gives no cause)
+# The execution's status in the event -> (the error recorded when the event names none, the message when it gives
+# no cause); the run's status comes from runs.ENDED_EXECUTION, the mapping the next start's reconciliation uses.
 ENDED_BY_EVENT = {
-    "FAILED": ("failed", "States.Failed", "the execution failed and no Catch recorded why (the status change event "
-                                          "gave no cause)"),
-    "TIMED_OUT": ("timed_out", "States.Timeout", "the execution reached the state machine's TimeoutSeconds and "
-                                                 "Step Functions ended it; no Catch ran"),
-    "ABORTED": ("aborted", "States.Aborted", "the execution was stopped (StopExecution); no Catch ran"),
+    "FAILED": ("States.Failed", "the execution failed and no Catch recorded why (the status change event gave no "
+                                "cause)"),
+    "TIMED_OUT": ("States.Timeout", "the execution reached the state machine's TimeoutSeconds and Step Functions "
+                                    "ended it; no Catch ran"),
+    "ABORTED": ("States.Aborted", "the execution was stopped (StopExecution); no Catch ran"),
 }
 
 
@@ -101,7 +101,8 @@ def record_status_change(event: dict, env=None, metrics: StepMetrics | None = No
         log.warning(json.dumps({"event": "status_change_ignored", "execution_arn": arn, "status": status,
                                 "reason": problem, "id": event.get("id")}))
         return result
-    ended, default_error, default_message = ENDED_BY_EVENT[status]
+    ended = runs.ENDED_EXECUTION[status]
+    default_error, default_message = ENDED_BY_EVENT[status]
     error = detail.get("error") if isinstance(detail.get("error"), str) and detail["error"].strip() else default_error
     cause = detail.get("cause")
     message = (cause if isinstance(cause, str) and cause.strip() else default_message)[:MAX_MESSAGE]
