@@ -11,7 +11,7 @@ import pytest
 
 from modules.metrics import NAMESPACE
 from tests.support.eventbridge import render_input_transformer, status_change_event
-from tests.support.synth import load_stack, only, synthesize, without_metadata
+from tests.support.synth import load_stack, only, resources, statements_by_sid, synthesize, without_metadata
 
 Stack = dict[str, Any]
 MACHINE = "${aws_sfn_state_machine.workflow_state_machine_8DF65173.arn}"
@@ -20,10 +20,6 @@ QUEUE = "${aws_sqs_queue.dead_letters_queue_E372979C.arn}"
 ACCOUNT = "${data.aws_caller_identity.caller.account_id}"
 PARTITION = "${data.aws_partition.partition.partition}"
 FOLDERS = ("lambda_1", "lambda_2", "lambda_3", "lambda_error_handler")
-
-
-def resources(stack: Stack, kind: str) -> dict[str, Any]:
-    return stack["resource"].get(kind, {})
 
 
 def key_of(stack: Stack, kind: str) -> str:
@@ -167,7 +163,7 @@ def test_topic_is_encrypted_and_only_our_rule_and_alarms_publish(stacks: dict[st
     assert sns["name"] == "stepfuncproject-prod-alerts" and sns["kms_master_key_id"] == KEY
     policy = only(stack["resource"], "aws_sns_topic_policy")
     assert policy["arn"] == topic(stack)
-    statements = {s["Sid"]: s for s in json.loads(policy["policy"])["Statement"]}
+    statements = statements_by_sid(json.loads(policy["policy"]))
     assert set(statements) == {"AccountManagesTopic", "StatusChangeRulePublishes", "EnvironmentAlarmsPublish"}
     for statement in statements.values():
         assert statement["Principal"] not in ("*", {"AWS": "*"}) and statement["Resource"] == topic(stack)
@@ -201,7 +197,7 @@ def test_error_handler_keeps_its_failed_asynchronous_invocations(stacks: dict[st
         key = function_key(stack, folder)
         fn = resources(stack, "aws_lambda_function")[key]
         role_key = fn["role"].split(".")[1]
-        statements = {s["Sid"]: s for s in inline_policy(stack, role_key)["Statement"]}
+        statements = statements_by_sid(inline_policy(stack, role_key))
         if folder != "lambda_error_handler":
             assert "dead_letter_config" not in fn and "SendFailedInvocationsToDeadLetterQueue" not in statements
             continue
@@ -368,7 +364,7 @@ def test_execution_data_is_encrypted_with_the_environment_key(stacks: dict[str, 
     assert machine["encryption_configuration"] == {
         "type": "CUSTOMER_MANAGED_KMS_KEY", "kms_key_id": KEY, "kms_data_key_reuse_period_seconds": 300}
     role_key, _ = role_named(stack, "stepfuncproject-prod-pipeline-role")
-    statements = {s["Sid"]: s for s in inline_policy(stack, role_key)["Statement"]}
+    statements = statements_by_sid(inline_policy(stack, role_key))
     built_arn = f"arn:{PARTITION}:states:eu-west-2:{ACCOUNT}:stateMachine:stepfuncproject-prod-pipeline"
     assert statements["EncryptOwnExecutionData"] == {
         "Sid": "EncryptOwnExecutionData", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
@@ -379,13 +375,13 @@ def test_execution_data_is_encrypted_with_the_environment_key(stacks: dict[str, 
         "Condition": {"StringLike": {"kms:EncryptionContext:SourceArn": f"arn:{PARTITION}:logs:eu-west-2:{ACCOUNT}:*"}}}
     # step 1 describes executions (the run lock's reconciliation): it decrypts with the key already
     step1 = resources(stack, "aws_lambda_function")[function_key(stack, "lambda_1")]
-    step1_statements = {s["Sid"]: s for s in inline_policy(stack, step1["role"].split(".")[1])["Statement"]}
+    step1_statements = statements_by_sid(inline_policy(stack, step1["role"].split(".")[1]))
     assert step1_statements["DecryptSecretsAndSettings"]["Action"] == ["kms:Decrypt"]
 
 
 def test_key_policy_lets_each_service_in_for_exactly_its_job(stacks: dict[str, Stack]) -> None:
     policy = json.loads(only(stacks["prod"]["resource"], "aws_kms_key")["policy"])
-    statements = {s["Sid"]: s for s in policy["Statement"]}
+    statements = statements_by_sid(policy)
     send = ["kms:Decrypt", "kms:GenerateDataKey*"]
     topic_arn = f"arn:{PARTITION}:sns:eu-west-2:{ACCOUNT}:stepfuncproject-prod-alerts"
     queue_arn = f"arn:{PARTITION}:sqs:eu-west-2:{ACCOUNT}:stepfuncproject-prod-dead-letters"

@@ -8,13 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.synth import load_stack, only, synthesize, without_metadata
+from tests.support.synth import load_stack, only, resources, statements_by_sid, synthesize, without_metadata
 
 Stack = dict[str, Any]
-
-
-def resources(stack: Stack, kind: str) -> dict[str, Any]:
-    return stack["resource"][kind]
 
 
 def definition(stack: Stack) -> dict[str, Any]:
@@ -29,10 +25,6 @@ def policy_of(stack: Stack, role_name_suffix: str) -> dict[str, Any]:
     (policy,) = [policy for policy in resources(stack, "aws_iam_role_policy").values()
                  if policy["role"] == f"${{aws_iam_role.{role_key}.id}}"]
     return json.loads(policy["policy"])
-
-
-def statements_by_sid(policy: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {statement["Sid"]: statement for statement in policy["Statement"]}
 
 
 # --- database ---------------------------------------------------------------------------------------------

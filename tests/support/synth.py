@@ -69,3 +69,13 @@ def without_metadata(node: Any) -> Any:
 def only(resources: dict[str, Any], kind: str) -> dict[str, Any]:
     (value,) = resources[kind].values()
     return value
+
+
+def resources(stack: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The stack's resources of one type, by key (none: empty)."""
+    return stack["resource"].get(kind, {})
+
+
+def statements_by_sid(policy: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A policy document's statements by Sid (every statement we write has one)."""
+    return {statement["Sid"]: statement for statement in policy["Statement"]}
