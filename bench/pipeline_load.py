@@ -32,7 +32,7 @@ from pagerduty_pipeline.paging import split_window  # noqa: E402
 from pagerduty_pipeline.schema import DIMENSION_ENDPOINTS, DIMENSIONS  # noqa: E402
 from pagerduty_pipeline.step_load import INCIDENT_INCLUDES  # noqa: E402
 from tests.support.pipeline import envelope as _envelope, row_counts  # noqa: E402
-from tests.support.postgres import throwaway_postgres  # noqa: E402
+from tests.support.postgres import drop_pipeline_schemas, throwaway_postgres  # noqa: E402
 
 UTC = timezone.utc
 START = datetime(2024, 3, 1, tzinfo=UTC)
@@ -124,7 +124,7 @@ def naive_load(pg, url: str, window: dict) -> dict:
     """One INSERT per row, autocommit; the same HTTP fetching as the pipeline (no notes/alerts)."""
     conn = pg.connect()
     _nodelay(conn)  # same socket settings as the pipeline's connections
-    conn.run("DROP SCHEMA IF EXISTS pagerduty CASCADE")
+    drop_pipeline_schemas(conn)
     migrate(conn)
     client = PagerDutyClient(TOKEN, url, rate_per_minute=10 ** 9)
     for kind in DIMENSIONS:  # reference data (not timed)

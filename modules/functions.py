@@ -114,7 +114,9 @@ class Functions(Construct):
         }
         # The migrating function logs in as master with the RDS-managed secret; the others with IAM tokens as
         # their own database user (the instance's DbiResourceId names it in the policy, not its identifier).
-        master_login = {"DB_AUTH": "password", "DB_SECRET_ARN": db_secret_arn}
+        # Step 1 migrates, so it also writes the analytics views' working-hours setting (docs/analytics.md).
+        master_login = {"DB_AUTH": "password", "DB_SECRET_ARN": db_secret_arn,
+                        "ANALYTICS_WORKING_HOURS": settings.analytics.environment_value()}
         dbuser_arn = f"arn:{partition}:rds-db:{region}:{account_id}:dbuser:{db_resource_id}"
         # Only the functions that call PagerDuty are told where its token is (and may read it, below).
         pagerduty_environment = {

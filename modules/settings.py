@@ -39,6 +39,7 @@ _MINUTES = {"minute": 1, "hour": 60, "day": 1440}
 TIMEZONE = r"^(UTC|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){1,2})$"
 EMAIL = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
 HTTPS_URL = r"^https://[A-Za-z0-9.-]+(:\d{1,5})?(/[^\s]*)?$"
+CLOCK = r"^([01]\d|2[0-3]):[0-5]\d$"  # a time of day, HH:MM
 ALARM_WINDOW_SECONDS = 86_400  # CloudWatch: an alarm's period x evaluation periods may not exceed one day
 
 
@@ -212,6 +213,33 @@ class ScheduleSettings(_Strict):
         return value
 
 
+class AnalyticsSettings(_Strict):
+    """The working hours of the analytics views (docs/analytics.md): a notification outside them, in the notified
+    user's own time zone, counts as off-hours. Step 1 writes them into analytics.working_hours on every run."""
+
+    working_days: tuple[Annotated[int, Field(ge=1, le=7)], ...] = Field((1, 2, 3, 4, 5), min_length=1)  # ISO, 1 = Mon
+    day_starts: str = Field("09:00", pattern=CLOCK)
+    day_ends: str = Field("17:00", pattern=CLOCK)
+    default_time_zone: str = Field("UTC", pattern=TIMEZONE)  # for users without a valid time zone
+
+    @model_validator(mode="after")
+    def _day_is_a_span(self) -> AnalyticsSettings:
+        if self.day_starts >= self.day_ends:
+            raise ValueError(f"day_starts ({self.day_starts}) must be earlier than day_ends ({self.day_ends})")
+        if len(set(self.working_days)) != len(self.working_days):
+            raise ValueError(f"working_days lists a day twice: {list(self.working_days)}")
+        return self
+
+    @field_validator("default_time_zone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        return ScheduleSettings._known_timezone(value)
+
+    def environment_value(self) -> str:
+        """The ANALYTICS_WORKING_HOURS value step 1 reads (pagerduty_pipeline.analytics.WorkingHours)."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
 class NotificationSettings(_Strict):
     """Who the alerts topic tells. Each subscriber confirms first (README, "Alerts")."""
 
@@ -322,6 +350,7 @@ class Settings(_Strict):
     schedule: ScheduleSettings = ScheduleSettings()
     notifications: NotificationSettings = NotificationSettings()
     alarms: AlarmSettings = AlarmSettings()
+    analytics: AnalyticsSettings = AnalyticsSettings()
 
     @model_validator(mode="before")
     @classmethod

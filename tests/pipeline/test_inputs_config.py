@@ -95,6 +95,34 @@ def test_plain_string_token_secret_and_bad_db_secret(env, db, server, secrets_ar
     assert r["success"] is False and r["error"] == "secret_error" and "ResourceNotFoundException" in r["message"]
 
 
+def working_hours(db) -> list:
+    return db.run("SELECT working_days, day_starts::text, day_ends::text, default_time_zone, updated_at "
+                  "FROM analytics.working_hours")
+
+
+def test_step1_writes_the_working_hours_setting_and_refuses_a_bad_one_changing_nothing(env, db, server):
+    """ANALYTICS_WORKING_HOURS (the stack's analytics setting) lands in analytics.working_hours on every run; the
+    same value again changes nothing; a value the database cannot use fails step 1 with config_error and leaves the
+    setting as it was."""
+    inp = {"since": "2024-03-01T00:00:00Z", "until": "2024-03-02T00:00:00Z"}
+    hours = '{"working_days":[1,2,3,4],"day_starts":"08:30","day_ends":"18:00","default_time_zone":"Asia/Tokyo"}'
+    r = steps.start_run(envelope(inp, name="wh-1"), env={**env, "ANALYTICS_WORKING_HOURS": hours})
+    assert r["success"], r
+    written = working_hours(db)
+    assert [row[:4] for row in written] == [[[1, 2, 3, 4], "08:30:00", "18:00:00", "Asia/Tokyo"]]
+    db.run("UPDATE pagerduty.pipeline_runs SET status = 'succeeded', finished_at = now() WHERE status = 'running'")
+    assert steps.start_run(envelope(inp, name="wh-2"), env={**env, "ANALYTICS_WORKING_HOURS": hours})["success"]
+    assert working_hours(db) == written  # not rewritten: updated_at kept
+    db.run("UPDATE pagerduty.pipeline_runs SET status = 'succeeded', finished_at = now() WHERE status = 'running'")
+    for bad, fragment in (('{"default_time_zone":"Mars/Olympus_Mons"}', "not a time zone this PostgreSQL knows"),
+                          ('{"day_starts":"18:00","day_ends":"08:00"}', "day_starts must be earlier than day_ends"),
+                          ('{"working_days":[0]}', "ISO weekdays"), ("not json", "is not JSON")):
+        r = steps.start_run(envelope(inp, name=f"wh-bad-{len(bad)}"), env={**env, "ANALYTICS_WORKING_HOURS": bad})
+        assert r["success"] is False and r["error"] == "config_error", r
+        assert fragment in r["message"] and "ANALYTICS_WORKING_HOURS" in r["message"], r
+        assert working_hours(db) == written
+
+
 def test_wrong_db_password_is_a_clear_error(env, db, server, secrets_arns):
     sm = boto3.client("secretsmanager")
     arn = sm.create_secret(Name="wrong-pw", SecretString=json.dumps({"username": "pipeline", "password": "nope"}))[

@@ -13,6 +13,7 @@ from tests.pipeline.conftest import (START, TOKEN, FakeContext, count, envelope,
                                      run_pipeline, table_dump)
 from tests.pipeline.test_load import WEEK, assert_matches_account
 from tests.support.fake_pagerduty import generate_account
+from tests.support.postgres import drop_pipeline_schemas
 
 
 class Sleeps:
@@ -268,7 +269,7 @@ def test_step2_time_limit_stops_and_resumes_exactly(pg, secrets_arns, db):
         assert_matches_account(db, server.account)
         # the resumed load equals a load in one go
         resumed = table_dump(db)
-        db.run("DROP SCHEMA pagerduty CASCADE")
+        drop_pipeline_schemas(db)
         one_go = run_pipeline(env, WEEK, name="one-go")
         assert one_go["step3"]["success"] and len(one_go["step2"]) == 1
         assert table_dump(db) == resumed

@@ -15,6 +15,7 @@ from pagerduty_pipeline import migrations, roles, runs, steps
 from pagerduty_pipeline.migrations import MIGRATIONS, migrate
 from tests.pipeline.conftest import envelope, make_env
 from tests.pipeline.test_load import WEEK
+from tests.support.postgres import drop_pipeline_schemas
 
 ROLE_NAMES = [roles.OWNER, roles.LOADER, roles.ERROR_RECORDER, roles.READER]
 PASSWORD = "role-test-" + uuid.uuid4().hex[:12]
@@ -81,20 +82,25 @@ def relations(conn, kinds=("r", "p", "v", "m")) -> list[str]:
         "WHERE n.nspname = 'pagerduty' AND c.relkind = ANY(CAST(:k AS char[])) ORDER BY 1", k=list(kinds))]
 
 
+# the schemas the migrations create (either may not exist yet)
+ALL_VERSIONS = [v for v, _, _ in MIGRATIONS]
+OUR_SCHEMAS = "(SELECT oid FROM pg_namespace WHERE nspname IN ('pagerduty', 'analytics'))"
+
+
 def not_owned_by_owner(conn) -> list:
-    """Everything in schema pagerduty (and the schema) that pagerduty_owner does not own."""
-    return conn.run("""
+    """Everything in schemas pagerduty and analytics (and the schemas) that pagerduty_owner does not own."""
+    return conn.run(f"""
         SELECT 'schema', nspname::text, nspowner::regrole::text FROM pg_namespace
-         WHERE nspname = 'pagerduty' AND nspowner <> 'pagerduty_owner'::regrole
+         WHERE nspname IN ('pagerduty', 'analytics') AND nspowner <> 'pagerduty_owner'::regrole
         UNION ALL
         SELECT 'relation ' || c.relkind::text, c.relname::text, c.relowner::regrole::text FROM pg_class c
-         WHERE c.relnamespace = 'pagerduty'::regnamespace AND c.relowner <> 'pagerduty_owner'::regrole
+         WHERE c.relnamespace IN {OUR_SCHEMAS} AND c.relowner <> 'pagerduty_owner'::regrole
         UNION ALL
         SELECT 'function', p.proname::text, p.proowner::regrole::text FROM pg_proc p
-         WHERE p.pronamespace = 'pagerduty'::regnamespace AND p.proowner <> 'pagerduty_owner'::regrole
+         WHERE p.pronamespace IN {OUR_SCHEMAS} AND p.proowner <> 'pagerduty_owner'::regrole
         UNION ALL
         SELECT 'type', t.typname::text, t.typowner::regrole::text FROM pg_type t
-         WHERE t.typnamespace = 'pagerduty'::regnamespace AND t.typowner <> 'pagerduty_owner'::regrole""")
+         WHERE t.typnamespace IN {OUR_SCHEMAS} AND t.typowner <> 'pagerduty_owner'::regrole""")
 
 
 def catalog_state(a) -> dict:
@@ -127,7 +133,7 @@ def no_roles(pg):
     with admin(pg) as a:
         saved = a.run("SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY(CAST(:n AS text[]))",
                       n=ROLE_NAMES)
-        a.run("DROP SCHEMA IF EXISTS pagerduty CASCADE")
+        drop_pipeline_schemas(a)
         existing = [r[0] for r in saved]
         if existing:
             a.run(f"DROP OWNED BY {', '.join(existing)}")  # default privileges and grants in this database
@@ -163,7 +169,7 @@ def add_run(conn, execution_id: str, status: str = "running") -> int:
 
 def test_migrate_on_an_empty_database_creates_the_roles_and_the_owner_owns_everything(pg, db, no_roles):
     assert migrate(db) == [v for v, _, _ in MIGRATIONS]
-    assert [v for v, _, _ in MIGRATIONS][-1] == 5
+    assert [v for v, _, _ in MIGRATIONS][-1] == 6
     shape = {r[0]: r[1:] for r in db.run(
         """SELECT rolname, rolcanlogin, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls,
                   pg_has_role(rolname, 'rds_iam', 'MEMBER'), pg_has_role(current_user, rolname, 'USAGE')
@@ -229,7 +235,7 @@ def test_roles_created_beforehand_with_passwords_are_used_and_kept(pg, db, no_ro
         passwords = a.run("SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY(CAST(:n AS text[])) "
                           "AND rolpassword IS NOT NULL", n=ROLE_NAMES)
         assert len(passwords) == 2 and all(p for _, p in passwords)
-        assert migrate(db) == [1, 2, 3, 4, 5]
+        assert migrate(db) == ALL_VERSIONS
         assert a.run("SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY(CAST(:n AS text[])) "
                      "AND rolpassword IS NOT NULL", n=ROLE_NAMES) == passwords  # none set, none cleared
         state = catalog_state(a)
@@ -263,7 +269,7 @@ def test_without_rds_iam_the_login_roles_are_made_members_once_it_exists(pg, db,
     with admin(pg) as a:
         a.run("DROP ROLE rds_iam")
         try:
-            assert migrate(db) == [1, 2, 3, 4, 5]
+            assert migrate(db) == ALL_VERSIONS
             assert a.run("SELECT count(*) FROM pg_roles WHERE rolname = ANY(CAST(:n AS text[]))", n=ROLE_NAMES) == [[4]]
         finally:  # as the RDS master has it (tests/support/postgres.py)
             a.run("CREATE ROLE rds_iam NOLOGIN")
@@ -286,7 +292,7 @@ def test_a_schema_the_master_created_before_the_roles_is_taken_over(pg, db):
     db.run("CREATE TYPE pagerduty.pair AS (a int, b int)")
     db.run("CREATE MATERIALIZED VIEW pagerduty.team_names AS SELECT name FROM pagerduty.teams")
     assert len(not_owned_by_owner(db)) > 40  # the master's, all of it
-    assert migrate(db) == [4, 5]
+    assert migrate(db) == ALL_VERSIONS[3:]  # from 4 on
     assert not_owned_by_owner(db) == []
     assert db.run("SELECT run_id, execution_id FROM pagerduty.pipeline_runs") == [[run_id, "before-roles"]]
     with login_as(pg, roles.LOADER) as loader:  # the old rows and the old sequence, now the loader's to use

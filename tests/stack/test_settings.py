@@ -126,6 +126,19 @@ BAD_SETTINGS = [
                  ["dev.notifications.https_endpoints.0", "does not match"], id="endpoint-not-https"),
     pytest.param({"dev": {"notifications": {"sms": ["+440000"]}}},
                  ["dev.notifications.sms", "unknown setting"], id="notification-unknown-protocol"),
+    pytest.param({"dev": {"analytics": {"day_starts": "17:00", "day_ends": "09:00"}}},
+                 ["dev.analytics", "day_starts (17:00) must be earlier than day_ends (09:00)"],
+                 id="working-day-reversed"),
+    pytest.param({"dev": {"analytics": {"day_ends": "24:00"}}}, ["dev.analytics.day_ends", "does not match"],
+                 id="working-day-end-not-a-clock-time"),
+    pytest.param({"dev": {"analytics": {"working_days": [1, 8]}}},
+                 ["dev.analytics.working_days.1", "less than or equal to 7"], id="working-day-not-a-weekday"),
+    pytest.param({"dev": {"analytics": {"working_days": []}}}, ["dev.analytics.working_days", "at least 1"],
+                 id="no-working-days"),
+    pytest.param({"dev": {"analytics": {"working_days": [1, 1]}}}, ["dev.analytics", "lists a day twice"],
+                 id="working-day-twice"),
+    pytest.param({"dev": {"analytics": {"default_time_zone": "Mars/Olympus_Mons"}}},
+                 ["dev.analytics.default_time_zone", "not an IANA time zone name"], id="working-hours-zone-unknown"),
     pytest.param({"dev": {}, "prod": {"database": {"port": "five"}}}, ["prod.database.port"],
                  id="one-bad-environment-stops-all"),
     pytest.param({"dev": []}, ["environment 'dev' must map to an object"], id="environment-not-an-object"),
@@ -224,6 +237,23 @@ def test_the_api_pace_and_alert_policy_are_set_per_environment(tmp_path: Path) -
             variables = fn["environment"]["variables"]
             assert (variables["PAGERDUTY_RATE_LIMIT_PER_MINUTE"], variables["PAGERDUTY_MAX_IN_FLIGHT"],
                     variables["PIPELINE_ALERTS"]) == expected
+
+
+def test_the_working_hours_reach_step_1_only(tmp_path: Path) -> None:
+    """The analytics views' working hours are a setting per environment; the migrating function (step 1) writes them
+    into the database, so only it is told."""
+    hours = {"working_days": [1, 2, 3, 4], "day_starts": "08:30", "day_ends": "18:00",
+             "default_time_zone": "America/New_York"}
+    code, stderr, outdir = synth_with(tmp_path, {"dev": {"analytics": hours}, "prod": {}})
+    assert code == 0, stderr
+    for env, expected in (("dev", hours), ("prod", {"working_days": [1, 2, 3, 4, 5], "day_starts": "09:00",
+                                                     "day_ends": "17:00", "default_time_zone": "UTC"})):
+        config = json.loads((outdir / "stacks" / f"stepfuncproject-{env}" / "cdk.tf.json").read_text())
+        told = {fn["function_name"].rsplit("-", 1)[-1]:
+                json.loads(fn["environment"]["variables"]["ANALYTICS_WORKING_HOURS"])
+                for key, fn in config["resource"]["aws_lambda_function"].items()
+                if "ANALYTICS_WORKING_HOURS" in fn["environment"]["variables"]}
+        assert told == {"lambda_1": expected}  # stepfuncproject-<env>-lambda_1
 
 
 def test_descriptions_are_settings(tmp_path: Path) -> None:

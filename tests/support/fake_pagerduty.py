@@ -13,6 +13,10 @@
         account.update_incident(inc_id, status="resolved", at=...)  # mutate the model between runs
         account.add_incident(at, service_id, with_alerts=2)         # a new incident, as PagerDuty creates it
         account.evolve(day_start, day_end, random.Random(1))        # a day of activity (new, ack, resolve, notes)
+        account.merge(into_id, source_id, at); account.reassign(inc_id, at, user_id)   # what responders do
+        account.escalate(inc_id, at, user_id); account.unacknowledge(inc_id, at); account.reopen(inc_id, at)
+        account.resolve(inc_id, at, by="timeout")                   # or by="user" / "integration"
+        account.add_user("Yuki Tanaka", time_zone="Asia/Tokyo")    # account.set_time_zone(user_id, name)
     FakePagerDuty(account, latency=0.2, jitter=0.1, seed=1)         # each response waits 0.2-0.3 s (default: none)
     FakePagerDuty(account, enforce_rate_limit=True, rate_limit=960) # 429 past 960 requests in a 60 s window
 
@@ -103,6 +107,8 @@ class Account:
         self.alerts: dict[str, list] = defaultdict(list)
         # objects that were deleted but are still referenced (for include[] expansion)
         self.deleted: dict[str, dict] = {}
+        # service id -> the inbound integration (Events API) that monitoring sends that service's events through
+        self.integrations: dict[str, dict] = {}
         self._lock = threading.RLock()
         self._seq = 0
         self.touch()
@@ -165,7 +171,9 @@ class Account:
         self.touch()
 
     def add_log_entry(self, incident_id: str, type_: str, at: datetime, agent: dict | None = None,
-                      note: str | None = None) -> dict:
+                      note: str | None = None, channel: dict | None = None) -> dict:
+        """A log entry of the incident at ``at``: agent the service unless given, channel ``api`` for a trigger,
+        ``note`` for a note, else ``web`` (or ``channel``)."""
         inc = self.incidents[incident_id]
         lid = self.next_id("R")
         entry = {"id": lid, "type": type_, "summary": f"{type_.replace('_log_entry', '')} {inc['summary']}",
@@ -176,12 +184,19 @@ class Account:
                  "contexts": [], "event_details": {"description": inc["title"]}}
         if note is not None:
             entry["channel"] = {"type": "note", "summary": note}
+        if channel is not None:
+            entry["channel"] = channel
         self.log_entries[lid] = entry
         self.touch()
         return entry
 
-    def update_incident(self, incident_id: str, at: datetime, status: str | None = None, **fields) -> dict:
-        """Change an incident as PagerDuty would: new state, updated_at, a log entry at ``at``."""
+    def update_incident(self, incident_id: str, at: datetime, status: str | None = None, *,
+                        log_type: str | None = None, log_agent: dict | None = None, log_channel: dict | None = None,
+                        **fields) -> dict:
+        """Change an incident as PagerDuty would: new state, updated_at, a log entry at ``at``.
+
+        A status change logs its status's entry (``log_type`` overrides it, e.g. ``unacknowledge_log_entry``), with
+        the service as agent and the default channel unless ``log_agent`` / ``log_channel`` say otherwise."""
         inc = self.incidents[incident_id]
         inc.update(fields)
         if status and status != inc["status"]:
@@ -193,8 +208,10 @@ class Account:
                 for alert in self.alerts.get(incident_id, []):
                     alert["status"] = "resolved"
                 self._recount_alerts(incident_id)
-            self.add_log_entry(incident_id, {"resolved": "resolve_log_entry", "acknowledged": "acknowledge_log_entry",
-                                             "triggered": "trigger_log_entry"}[status], at)
+            self.add_log_entry(incident_id, log_type or {"resolved": "resolve_log_entry",
+                                                         "acknowledged": "acknowledge_log_entry",
+                                                         "triggered": "trigger_log_entry"}[status], at,
+                               agent=log_agent, channel=log_channel)
         else:
             self.add_log_entry(incident_id, "annotate_log_entry" if "title" not in fields else "escalate_log_entry", at)
         inc["updated_at"] = iso(at)
@@ -312,9 +329,7 @@ class Account:
         if assignments:
             inc["assignments"] = assignments
             self.add_log_entry(inc_id, "assign_log_entry", at + timedelta(seconds=1))
-            notify = self.add_log_entry(inc_id, "notify_log_entry", at + timedelta(seconds=2))
-            notify["user"] = assignments[0]["assignee"]
-            notify["channel"] = {"type": "auto"}
+            self._notify(inc_id, at + timedelta(seconds=2), assignments[0]["assignee"])
             inc["updated_at"] = iso(at + timedelta(seconds=2))
         if status in ("acknowledged", "resolved"):
             self.acknowledge(inc_id, at + timedelta(minutes=2))
@@ -334,19 +349,152 @@ class Account:
                 return self.ref(self.users[a["assignee"]["id"]])
         return self.ref(next(iter(self.users.values())))
 
-    def acknowledge(self, incident_id: str, at: datetime, user_id: str | None = None) -> dict:
-        """Acknowledge (through :meth:`update_incident`) by ``user_id`` (default: the first assignee)."""
+    def acknowledge(self, incident_id: str, at: datetime, user_id: str | None = None, *,
+                    by: str | None = None) -> dict:
+        """Acknowledge (through :meth:`update_incident`) by ``user_id`` (default: the first assignee).
+
+        ``by="user"`` logs the entry with that user as its agent, as PagerDuty does; without it the entry's agent
+        stays the service (what this helper always did, kept for the accounts tests already build)."""
+        if by not in (None, "user"):
+            raise ValueError(f"unknown acknowledger {by!r}")
         inc = self.incidents[incident_id]
         user = self._actor(inc, user_id)
         return self.update_incident(incident_id, at, status="acknowledged", last_status_change_by=user,
+                                    log_agent=user if by == "user" else None,
                                     acknowledgements=inc["acknowledgements"] + [{"at": iso(at), "acknowledger": user}])
 
-    def resolve(self, incident_id: str, at: datetime, user_id: str | None = None) -> dict:
-        """Resolve (through :meth:`update_incident`: alerts resolve, assignments empty)."""
+    def resolve(self, incident_id: str, at: datetime, user_id: str | None = None, *, by: str | None = None,
+                **fields) -> dict:
+        """Resolve (through :meth:`update_incident`: alerts resolve, assignments empty).
+
+        Who resolved it, as the ``resolve_log_entry`` tells: ``by="user"`` the user (``user_id``, default the first
+        assignee) is the entry's agent; ``by="timeout"`` the service's auto-resolve timeout (agent the service,
+        channel ``timeout``); ``by="integration"`` monitoring sent a resolve event (agent the service's inbound
+        integration, channel ``api``). Without ``by`` the entry's agent is the service, as this helper always
+        did. ``fields`` are set on the incident too (e.g. ``resolve_reason``)."""
         inc = self.incidents[incident_id]
         user = self._actor(inc, user_id)
-        return self.update_incident(incident_id, at, status="resolved", last_status_change_by=user,
-                                    acknowledgements=[], pending_actions=[])
+        if by is None:
+            changer, agent, channel = user, None, None
+        elif by == "user":
+            changer, agent, channel = user, user, None
+        elif by == "timeout":
+            changer, agent, channel = inc["service"], inc["service"], {"type": "timeout"}
+        elif by == "integration":
+            changer = agent = self.integration_ref(inc["service"]["id"])
+            channel = {"type": "api"}
+        else:
+            raise ValueError(f"unknown resolver {by!r}")
+        return self.update_incident(incident_id, at, status="resolved", last_status_change_by=changer,
+                                    log_agent=agent, log_channel=channel,
+                                    **{"acknowledgements": [], "pending_actions": [], **fields})
+
+    def integration_ref(self, service_id: str) -> dict:
+        """The reference of the service's Events API integration (created on first use), the agent of the log
+        entries of events monitoring sends."""
+        integ = self.integrations.get(service_id)
+        if integ is None:
+            iid = self.next_id("P")
+            integ = self.integrations[service_id] = {
+                "id": iid, "type": "generic_events_api_inbound_integration_reference", "summary": "Events API v2",
+                "self": f"https://api.pagerduty.com/services/{service_id}/integrations/{iid}",
+                "html_url": f"{WEB}/services/{service_id}/integrations/{iid}"}
+        return dict(integ)
+
+    def _open(self, incident_id: str) -> dict:
+        inc = self.incidents[incident_id]
+        if inc["status"] == "resolved":
+            raise ValueError(f"incident {incident_id} is resolved")
+        return inc
+
+    def _notify(self, incident_id: str, at: datetime, user: dict) -> dict:
+        """A ``notify_log_entry``: PagerDuty notified ``user`` (a reference; the entry's ``user``)."""
+        entry = self.add_log_entry(incident_id, "notify_log_entry", at, channel={"type": "auto"})
+        entry["user"] = user
+        return entry
+
+    def reassign(self, incident_id: str, at: datetime, to_user_id: str, by_user_id: str | None = None) -> dict:
+        """A responder hands an open incident to ``to_user_id``: an ``assign_log_entry`` at ``at`` whose agent is
+        the acting user (``by_user_id``, default the first assignee), the assignments replaced by the new assignee,
+        PagerDuty notifying them (``notify_log_entry`` at ``at``), ``updated_at``. The status stays."""
+        inc = self._open(incident_id)
+        actor, to = self._actor(inc, by_user_id), self._user_ref(to_user_id)
+        self.add_log_entry(incident_id, "assign_log_entry", at, agent=actor)["assignees"] = [to]
+        return self._hand_to(inc, at, to)
+
+    def escalate(self, incident_id: str, at: datetime, to_user_id: str) -> dict:
+        """The escalation policy moves an open incident on to ``to_user_id`` (its next level): an
+        ``escalate_log_entry`` at ``at`` (agent the service), the assignments replaced, a notification to them,
+        ``updated_at``. No ``assign_log_entry``: an escalation is not a reassignment. The status stays."""
+        inc = self._open(incident_id)
+        to = self._user_ref(to_user_id)
+        self.add_log_entry(incident_id, "escalate_log_entry", at)["assignees"] = [to]
+        return self._hand_to(inc, at, to)
+
+    def _hand_to(self, inc: dict, at: datetime, to: dict) -> dict:
+        inc["assignments"] = [{"at": iso(at), "assignee": to}]
+        self._notify(inc["id"], at, to)
+        inc["updated_at"] = iso(at)
+        self.touch()
+        return inc
+
+    def unacknowledge(self, incident_id: str, at: datetime) -> dict:
+        """The acknowledgement timeout ran out: an ``unacknowledge_log_entry`` (agent the service, channel
+        ``timeout``), the incident triggered again, its acknowledgements gone (its assignees stay)."""
+        inc = self.incidents[incident_id]
+        if inc["status"] != "acknowledged":
+            raise ValueError(f"incident {incident_id} is {inc['status']}, not acknowledged")
+        return self.update_incident(incident_id, at, status="triggered", log_type="unacknowledge_log_entry",
+                                    log_channel={"type": "timeout"}, acknowledgements=[],
+                                    last_status_change_by=inc["service"])
+
+    def reopen(self, incident_id: str, at: datetime) -> dict:
+        """A resolved incident triggers again: a ``trigger_log_entry`` after its resolve entry, status
+        ``triggered``, ``resolved_at`` null (it stays unassigned until someone takes it)."""
+        inc = self.incidents[incident_id]
+        if inc["status"] != "resolved":
+            raise ValueError(f"incident {incident_id} is {inc['status']}, not resolved")
+        return self.update_incident(incident_id, at, status="triggered", resolved_at=None, resolve_reason=None,
+                                    last_status_change_by=inc["service"])
+
+    def merge(self, into_id: str, source_id: str, at: datetime, user_id: str | None = None) -> dict:
+        """A user merges open incident ``source_id`` into open incident ``into_id``, as PagerDuty does it: the
+        source's alerts move to the surviving incident (both ``alert_counts`` follow, the survivor's
+        ``updated_at`` too), then the source resolves with a ``resolve_log_entry`` whose agent is the user
+        (``user_id``, default its first assignee) and ``resolve_reason`` ``merge_resolve_reason`` naming the
+        survivor. Returns the source."""
+        if into_id == source_id:
+            raise ValueError("an incident cannot be merged into itself")
+        target = self._open(into_id)
+        self._open(source_id)  # refuses a resolved (or unknown) source
+        into_ref = self.ref(target, "incident")
+        for alert in self.alerts.pop(source_id, []):
+            alert["incident"] = into_ref
+            self.alerts[into_id].append(alert)
+        self._recount_alerts(into_id)
+        self._recount_alerts(source_id)
+        target["updated_at"] = max(target["updated_at"], iso(at))
+        return self.resolve(source_id, at, user_id, by="user",
+                            resolve_reason={"type": "merge_resolve_reason", "incident": into_ref})
+
+    def add_user(self, name: str, *, time_zone: str = "Europe/London", team_ids=(), role: str = "user") -> dict:
+        """A user as ``/users`` lists them; ``time_zone`` is the IANA name PagerDuty gives (any string: the API
+        does not promise a valid one)."""
+        uid = self.next_id("P")
+        user = {"id": uid, "type": "user", "name": name, "summary": name,
+                "email": name.lower().replace(" ", ".") + "@example.com", "role": role, "time_zone": time_zone,
+                "job_title": "Engineer", "avatar_url": None, "teams": [self.ref(self.teams[t]) for t in team_ids],
+                "self": f"https://api.pagerduty.com/users/{uid}", "html_url": f"{WEB}/users/{uid}"}
+        self.users[uid] = user
+        self.touch()
+        return user
+
+    def set_time_zone(self, user_id: str, time_zone: str | None) -> dict:
+        """Change a user's ``time_zone`` (None: the field is null)."""
+        user = self.users[user_id]
+        user["time_zone"] = time_zone
+        self.touch()
+        return user
 
     def is_manual(self, incident_id: str) -> bool:
         """Whether the incident was created by hand in the web UI (its first trigger log entry came
@@ -383,11 +531,11 @@ class Account:
         return out
 
     def status_log_mismatches(self) -> list[str]:
-        """Incidents whose status differs from their latest trigger/acknowledge/resolve log entry (or
+        """Incidents whose status differs from their latest trigger/(un)acknowledge/resolve log entry (or
         whose status fields disagree: resolved_at, last_status_change_at, alert_counts); empty when the
         account is consistent."""
-        kinds = {"trigger_log_entry": "triggered", "acknowledge_log_entry": "acknowledged",
-                 "resolve_log_entry": "resolved"}
+        kinds = {"trigger_log_entry": "triggered", "unacknowledge_log_entry": "triggered",
+                 "acknowledge_log_entry": "acknowledged", "resolve_log_entry": "resolved"}
         latest: dict[str, tuple] = {}
         for entry in self.log_entries.values():
             if entry["type"] in kinds:
@@ -577,12 +725,7 @@ def generate_account(
     user_names = ["Ada Lovelace", "Alan Turing", "Grace Hopper", "Edsger Dijkstra", "Barbara Liskov",
                   "Donald Knuth", "Margaret Hamilton", "Ken Thompson", "Dennis Ritchie"]
     for i, name in enumerate(user_names):
-        uid = acc.next_id("P")
-        acc.users[uid] = {"id": uid, "type": "user", "name": name, "summary": name,
-                          "email": name.lower().replace(" ", ".") + "@example.com", "role": "user" if i else "admin",
-                          "time_zone": "Europe/London", "job_title": "Engineer", "avatar_url": None,
-                          "teams": [acc.ref(acc.teams[team_ids[i % 3]])], "self": f"https://api.pagerduty.com/users/{uid}",
-                          "html_url": f"{WEB}/users/{uid}"}
+        acc.add_user(name, team_ids=[team_ids[i % 3]], role="user" if i else "admin")
     user_ids = list(acc.users)
     for i, name in enumerate(["Primary on-call", "Payments escalation", "Mobile escalation"]):
         eid = acc.next_id("P")

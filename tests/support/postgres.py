@@ -274,11 +274,17 @@ def throwaway_postgres(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def drop_pipeline_schemas(conn: pg8000.native.Connection) -> None:
+    """Drop what the migrations create in a database: schema ``pagerduty`` and schema ``analytics`` (its views
+    depend on pagerduty's tables; its setting table and function would stop migration 6 from running again)."""
+    conn.run("DROP SCHEMA IF EXISTS analytics, pagerduty CASCADE")
+
+
 @contextlib.contextmanager
 def empty_pipeline_schema(instance: PostgresInstance) -> Iterator[pg8000.native.Connection]:
-    """A connection to the instance's database with no `pagerduty` schema: each test starts from nothing."""
+    """A connection to the instance's database without the pipeline's schemas: each test starts from nothing."""
     conn = instance.connect()
-    conn.run("DROP SCHEMA IF EXISTS pagerduty CASCADE")
+    drop_pipeline_schemas(conn)
     try:
         yield conn
     finally:

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from .analytics import WorkingHours
 from .errors import ConfigError
 
 DEFAULT_API_URL = "https://api.pagerduty.com"
@@ -35,6 +36,7 @@ class Config:
     db_auth: str = "password"
     db_user: str = ""
     aws_region: str = ""
+    working_hours: WorkingHours | None = None  # step 1 writes it into analytics.working_hours; None: left as is
 
 
 def _required(env, name: str) -> str:
@@ -111,8 +113,12 @@ def load_config(env=None, *, need_pagerduty: bool = True) -> Config:
     if alerts not in ALERT_POLICIES:
         raise ConfigError(f"PIPELINE_ALERTS must be one of {', '.join(ALERT_POLICIES)}, got {alerts!r}",
                           variable="PIPELINE_ALERTS")
+    try:
+        hours = WorkingHours.from_env(env.get("ANALYTICS_WORKING_HOURS")) if env.get("ANALYTICS_WORKING_HOURS") else None
+    except ValueError as exc:
+        raise ConfigError(str(exc), variable="ANALYTICS_WORKING_HOURS") from None
     return Config(db_host, db_port, db_name, db_secret_arn, db_ssl, root_cert, token_arn, api_url, rpm, margin,
-                  reserve, chunk, in_flight, alerts, db_auth, db_user, aws_region)
+                  reserve, chunk, in_flight, alerts, db_auth, db_user, aws_region, hours)
 
 
 def _whole_number(env, name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:

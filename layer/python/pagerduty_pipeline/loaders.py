@@ -260,14 +260,18 @@ class Loader:
 
     @staticmethod
     def agent_refs(log_entries: list[tuple[dict, str]], refs: dict[str, dict[str, dict]]) -> None:
-        """Users and services that act in log entries (their agents) become known rows too (stubs if need be),
-        so every reference the data holds can be followed."""
+        """Users and services that act in log entries (their agents), and the users notify entries were sent to,
+        become known rows too (stubs if need be), so every reference the data holds can be followed: a deleted user
+        who was only ever notified keeps a name in analytics.responder_weekly."""
         for entry, _inc in log_entries:
             agent = entry.get("agent")
             kind = {"user_reference": "users", "user": "users", "service_reference": "services",
                     "service": "services"}.get(agent.get("type")) if isinstance(agent, dict) else None
             if kind and ref_id(agent):
                 refs[kind].setdefault(agent["id"], agent)
+            notified = entry.get("user")
+            if entry.get("type") == "notify_log_entry" and ref_id(notified):
+                refs["users"].setdefault(notified["id"], notified)
 
     def write_batch(self, incidents: list[dict], log_entries: list[tuple[dict, str]] = ()) -> dict:
         """One transaction: referenced objects, incidents (only if not older than stored), their

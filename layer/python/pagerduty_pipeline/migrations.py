@@ -14,7 +14,7 @@ rights on it. It leaves the connection's role as it found it.
 
 from __future__ import annotations
 
-from . import roles
+from . import analytics, roles
 from .db import transaction
 
 LOCK_KEY = 7_310_452_981_223_001  # arbitrary constant bigint for pg_advisory_lock
@@ -257,6 +257,8 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "REVOKE ALL ON FUNCTION pagerduty.record_run_ended(text, text, text, text) FROM PUBLIC",
         "GRANT EXECUTE ON FUNCTION pagerduty.record_run_ended(text, text, text, text) TO pagerduty_error_recorder",
     ]),
+    # Schema analytics: the views of docs/analytics.md, the working-hours setting, readable by the reader only.
+    (6, "analytics views", analytics.MIGRATION_6),
 ]
 
 
@@ -271,7 +273,8 @@ def migrate(conn) -> list[int]:
                 roles.set_role(conn, None)  # the roles are the login (master) user's to create and grant
             roles.ensure_roles(conn)
             roles.take_over_schema(conn)
-            conn.run("CREATE SCHEMA IF NOT EXISTS pagerduty AUTHORIZATION " + roles.OWNER)
+            for schema in (roles.SCHEMA, analytics.SCHEMA):  # the owner may not create schemas in the database
+                conn.run(f"CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {roles.OWNER}")
             roles.set_role(conn, roles.OWNER)
             conn.run("""CREATE TABLE IF NOT EXISTS pagerduty.schema_migrations (
                             version integer PRIMARY KEY, name text NOT NULL,

@@ -25,8 +25,9 @@ The Lambdas do not all work as the RDS master user. Four cluster-wide roles, cre
     the failure's text in its input: it has no business reading or writing anything else.
 
 ``pagerduty_reader`` (:data:`READER`)
-    NOLOGIN group role for analysts and dashboards: USAGE on the schema and SELECT on every table and view
-    (future ones too, through default privileges), nothing else. No Lambda uses it. An analyst gets a login of
+    NOLOGIN group role for analysts and dashboards: USAGE on the schemas ``pagerduty`` and ``analytics`` (the views
+    of docs/analytics.md, migration 6) and SELECT on every table and view in them (future ones too, through default
+    privileges), nothing else. No Lambda uses it. An analyst gets a login of
     their own that is a member of it; on RDS, with IAM authentication::
 
         CREATE ROLE alice LOGIN;

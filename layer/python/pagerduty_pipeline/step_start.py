@@ -6,7 +6,7 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from . import aws_secrets, roles, runs
+from . import analytics, aws_secrets, roles, runs
 from .config import load_config
 from .coverage import chunks, iso
 from .db import DB_FAILURES, close_quietly
@@ -42,6 +42,8 @@ def start_run(event, context=None, *, env=None, sleep=time.sleep, now: datetime 
         cfg = load_config(env)
         conn = open_db(cfg, "lambda_1")
         migrate(conn)
+        if cfg.working_hours is not None:  # as the master, before the loader takes over
+            analytics.apply_working_hours(conn, cfg.working_hours)
         roles.use_loader(conn)  # the rest as the loader steps 2 and 3 log in as: a grant it lacks shows here too
         now = (now or datetime.now(UTC)).replace(microsecond=0)
         execution_id = envelope.execution_id or f"local:{uuid.uuid4()}"
