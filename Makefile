@@ -2,6 +2,8 @@
 #   make run    synthesize every environment, validate it (Terraform, asl-validator, statelint), then run the
 #               dev workflow locally: its state machine in moto with the real Lambdas, a throwaway PostgreSQL
 #               and a sample PagerDuty account (docs/local-run.md; PAGERDUTY_TOKEN / DATABASE_URL switch them)
+#   make report the incident report (analytics views) as one offline HTML file, from the local run's database or
+#               DATABASE_URL's (docs/analytics.md, "The report")
 #   make test   the whole test suite (what CI runs)
 SHELL := /bin/bash
 export PIPENV_VENV_IN_PROJECT := 1
@@ -13,11 +15,11 @@ PIPENV := python3 -m pipenv
 CHECKOV := .tools/checkov/bin/checkov
 CDKTN_ENV := .tools/cdktn/.installed
 
-.PHONY: setup python-env node-env tools cdk-terrain-env cdk-terrain-check lock-providers run synth validate test bench clean rehearse rds-ca
+.PHONY: setup python-env node-env tools cdk-terrain-env cdk-terrain-check lock-providers run synth validate test bench clean rehearse rds-ca report browser
 # The tests' stand-in for AWS's RDS CA bundle (tests/fixtures/tls/README.md): what the local run, the tests and the
 # rehearsal pack into the functions. Deployable synths (make synth, the workflows) use certs/ (make rds-ca).
 STAND_IN_CA := $(CURDIR)/tests/fixtures/tls/standin-rds-ca.pem
-run test rehearse cdk-terrain-check: export STEPFUNC_RDS_CA_BUNDLE := $(STAND_IN_CA)
+run report test rehearse cdk-terrain-check: export STEPFUNC_RDS_CA_BUNDLE := $(STAND_IN_CA)
 
 setup: python-env node-env tools
 
@@ -74,7 +76,24 @@ validate: synth
 run: setup
 	$(PIPENV) run python -m tools.local_run --all --outdir cdktf.out $(RUN_ARGS)
 
-test: setup
+# Without DATABASE_URL it runs the local run (without validation), which writes the report before it stops its
+# database; REPORT_ARGS: --out PATH, --weeks N, or the local run's options (--incidents 1000).
+report: python-env
+	$(PIPENV) run python -m tools.report $(REPORT_ARGS)
+
+# Debian's Chromium, for the test that opens the report in a real headless browser (skipped without it, failed
+# under CI=true). Installed only as root with apt-get; elsewhere the reason is printed and make carries on.
+browser:
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then :; \
+	elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+		echo "browser: chromium is missing and not installed here (needs root and apt-get: apt-get install chromium); the report's browser test will be skipped"; \
+	else \
+		echo "browser: installing Debian's chromium (apt-get)"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+			|| echo "browser: apt-get could not install chromium; the report's browser test will be skipped (failed under CI=true)"; \
+	fi
+
+test: setup browser
 	$(PIPENV) run pytest -n 2 $(PYTEST_ARGS)
 
 # Deploy rehearsal: terraform apply of the dev stack into moto in-process, the workflow run through the

@@ -7,7 +7,8 @@ machine in moto's ASL interpreter with the real Lambda handlers against PostgreS
     DATABASE_URL=postgresql://user:pw@host:5432/db  # write to that database instead of a throwaway one
 
 Prints the states taken with their timings, each step's result, the rows per table, the data checks, the
-CloudWatch metrics the steps emitted (EMF lines, read back with the layer's parser) and a final `VERDICT:` line.
+CloudWatch metrics the steps emitted (EMF lines, read back with the layer's parser), where it wrote the incident
+report (tools/report.py, from the analytics views, before the database stops) and a final `VERDICT:` line.
 Exit codes: 0 succeeded, 1 the workflow failed, 2 setup failed, 130 interrupted.
 Everything it starts (PostgreSQL, the PagerDuty server, temporary folders) is stopped and removed on the
 way out, also on Ctrl-C, SIGTERM or failure. See docs/local-run.md.
@@ -41,6 +42,9 @@ from tests.support.lambda_runtime import Database, LocalWorkflow, SynthesizedWor
 from tests.support.pipeline import DATA_TABLES, row_count  # noqa: E402
 from tests.support.postgres import throwaway_postgres  # noqa: E402
 from tests.support.synth import run_main  # noqa: E402
+from tools.report import (  # noqa: E402
+    DEFAULT_OUT as REPORT_OUT, DEFAULT_WEEKS as REPORT_WEEKS, REPORT_NAME, ReportError, write_report,
+)
 from tools.terraform import terraform_path  # noqa: E402
 from tools.validate import validate_stack  # noqa: E402
 
@@ -284,6 +288,19 @@ def report(console: Console, workflow: LocalWorkflow, run: WorkflowRun, db: Data
         conn.close()
 
 
+def incident_report(console: Console, db: Database, path: Path, weeks: int) -> None:
+    """The report of the analytics views (tools/report.py), written while the database is still up; a failure
+    is told, not raised: the workflow's verdict stands."""
+    console.section(f"Incident report (analytics views, last {weeks} weeks with incidents)")
+    try:
+        console.timed("write the report", write_report, db, path, weeks, detail=lambda summary: summary)
+    except Exception as exc:  # noqa: BLE001 - the report must not hide the verdict
+        console.line(f"  {exc}" if isinstance(exc, ReportError) else f"  {type(exc).__name__}: {exc}")
+        console.line("Report: not written")
+        return
+    console.line(f"Report: {path}")
+
+
 # ---------------------------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------------------------
@@ -298,6 +315,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7, help="seed of the sample account (7)")
     parser.add_argument("--body", help="the POST /invoke request body (default: the sample account's week; "
                                        "with PAGERDUTY_TOKEN: {} = since the watermark, or the last 24 h)")
+    parser.add_argument("--report", type=Path, help=f"write the incident report here ({REPORT_OUT} in the "
+                                                    "repository, or report/ in --outdir)")
+    parser.add_argument("--report-weeks", type=int, default=REPORT_WEEKS,
+                        help=f"the report's last N weeks with incidents ({REPORT_WEEKS})")
     return parser.parse_args(argv)
 
 
@@ -380,6 +401,9 @@ def run(args: argparse.Namespace, console: Console, stack: ExitStack) -> int:
     console.clear()
     console.line(f"  {outcome.status} after {time.monotonic() - execution_started:.1f} s")
     report(console, local, outcome, db)
+    if outcome.status == "SUCCEEDED":
+        path = args.report or (outdir / REPORT_NAME if args.outdir else ROOT / REPORT_OUT)
+        incident_report(console, db, path.resolve(), args.report_weeks)
     console.line()
     total = time.monotonic() - started
     if outcome.status == "SUCCEEDED":
