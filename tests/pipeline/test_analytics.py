@@ -11,6 +11,7 @@ failure here is a view (or the pipeline) disagreeing with the spec, or the spec 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 from pg8000.exceptions import DatabaseError
 
-from pagerduty_pipeline import roles
+from pagerduty_pipeline import migrations, roles
 from tests.pipeline.conftest import make_env, make_server, run_pipeline
 from tests.support.analytics_oracle import (COLUMNS, SPEC_TYPES, VIEWS, WorkingHours, differences, expected_views,
                                             percentile_cont, row_key)
@@ -436,7 +437,9 @@ def test_the_views_in_schema_analytics_are_the_specs_with_its_columns_and_types(
     relations = dict(db.run("""SELECT c.relname, c.relkind::text FROM pg_class c
                                  JOIN pg_namespace n ON n.oid = c.relnamespace
                                 WHERE n.nspname = 'analytics' AND c.relkind IN ('r', 'p', 'v', 'm', 'f')"""))
-    assert relations == {**{v: "v" for v in VIEWS}, "working_hours": "r"}
+    # the views, the setting, and the two tables the log-entry trigger keeps for them
+    assert relations == {**{v: "v" for v in VIEWS}, "working_hours": "r", "incident_log_facts": "r",
+                         "notifications": "r"}
     for view in VIEWS:
         got = db.run("""SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
                          WHERE a.attrelid = CAST(:v AS regclass) AND a.attnum > 0 AND NOT a.attisdropped
@@ -485,6 +488,28 @@ def test_a_late_acknowledgement_resolution_and_merge_change_the_figures_on_the_n
     assert read_views(db) != views_before
     diffs = view_differences(db, after)
     assert not diffs, diffs
+
+
+def test_a_database_loaded_before_migration_6_gets_the_same_figures_from_its_backfill(pg, secrets_arns, db,
+                                                                                    scenario, monkeypatch):
+    """Day 2, an upgrade: a deployment whose data was loaded before the analytics migration. Migration 6 fills
+    the trigger-kept tables from the log already stored, so the views equal the oracle's without a reload; the
+    next run's new entries then go through the trigger."""
+    monkeypatch.setattr(migrations, "MIGRATIONS", [m for m in migrations.MIGRATIONS if m[0] < 6])
+    with served_and_loaded(pg, secrets_arns, scenario.account) as (_server, env):
+        assert db.run("SELECT to_regclass('analytics.incidents')") == [[None]]  # loaded without the views
+        monkeypatch.undo()
+        assert migrations.migrate(db) == [6]
+        diffs = view_differences(db, oracle(scenario.account))
+        assert not diffs, diffs
+        late = scenario.account
+        triggered = next(i["id"] for i in sorted(late.incidents.values(), key=lambda i: i["incident_number"])
+                         if i["status"] == "triggered")
+        late.acknowledge(triggered, LATE, scenario["grace"], by="user")
+        nxt = run_pipeline(env, {"until": "2024-04-05T00:00:00Z"}, name="after-upgrade")
+        assert nxt["step3"] and nxt["step3"]["success"], nxt
+        diffs = view_differences(db, oracle(late))
+        assert not diffs, diffs
 
 
 def test_a_deleted_user_only_ever_notified_keeps_their_name_and_their_notifications(pg, secrets_arns, db):
@@ -623,3 +648,23 @@ def test_the_loader_cannot_change_the_working_hours_setting(loaded, admin):
             denied(admin, sql)
         denied(admin, "CREATE TABLE analytics.mine (i int)")
 
+
+
+def test_odd_alert_counts_and_resolve_reasons_give_null_not_a_failed_write(db):
+    """The generated columns the views read from an incident's raw document: a count that is no number, out of
+    range or absent, and a resolve_reason of another shape, store NULL (or not merged) and the write succeeds."""
+    migrations.migrate(db)
+    odd = {"text": ({"alert_counts": {"all": "lots"}}, None, False, None),
+           "huge": ({"alert_counts": {"all": 1e12}}, None, False, None),
+           "negative": ({"alert_counts": {"all": -1}}, None, False, None),
+           "absent": ({}, None, False, None),
+           "fine": ({"alert_counts": {"all": 3}}, 3, False, None),
+           "reason-string": ({"resolve_reason": "merged"}, None, False, None),
+           "merge-without-target": ({"resolve_reason": {"type": "merge_resolve_reason"}}, None, True, None),
+           "merge": ({"resolve_reason": {"type": "merge_resolve_reason", "incident": {"id": "PX"}}}, None, True, "PX")}
+    for n, (key, (raw, *_)) in enumerate(odd.items(), start=1):
+        db.run("INSERT INTO pagerduty.incidents (id, incident_number, created_at, raw) "
+               "VALUES (:id, :n, now(), CAST(:raw AS jsonb))", id=key, n=n, raw=json.dumps(raw))
+    got = {r[0]: tuple(r[1:]) for r in db.run(
+        "SELECT incident_id, alert_count, is_merged, merged_into_incident_id FROM analytics.incidents")}
+    assert got == {key: tuple(expected) for key, (_raw, *expected) in odd.items()}

@@ -28,8 +28,8 @@ How the oracle reads what the spec leaves open (the code marks some with ``readi
   (what the user did or received, not a time figure);
 - an incident without teams has ``team_ids = team_names = []``; arrays are compared as sets (the spec gives
   no order);
-- alerts per incident fall back to the alert rows the pipeline keeps under its alert policy
-  (tests/support/pipeline.kept_alerts) when ``alert_counts`` is absent;
+- an incident without ``alert_counts`` has no ``alert_count`` (NULL): a noisy service's ``alerts`` and
+  ``alerts_per_incident`` are over the incidents that have one;
 - a null ``incident_key`` never repeats.
 """
 
@@ -44,7 +44,6 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
 
-from tests.support.pipeline import kept_alerts
 
 UTC = timezone.utc
 
@@ -198,16 +197,13 @@ def loaded_incidents(account: Any, loaded_since: datetime | None = None) -> dict
     return {i: inc for i, inc in account.incidents.items() if _time(inc["created_at"]) >= loaded_since or i in logged}
 
 
-def incident_rows(account: Any, alert_policy: str = "resolved", loaded_since: datetime | None = None
-                  ) -> dict[str, dict]:
-    """``analytics.incidents``: incident id -> row. ``alert_policy`` (PIPELINE_ALERTS) says which alert rows the
-    pipeline loads, for incidents without ``alert_counts``; ``loaded_since``: what the loads covered (see
+def incident_rows(account: Any, loaded_since: datetime | None = None) -> dict[str, dict]:
+    """``analytics.incidents``: incident id -> row. ``loaded_since``: what the loads covered (see
     :func:`loaded_incidents`; None: everything)."""
     names = _Names(account)
     log: dict[str, list[dict]] = defaultdict(list)
     for entry in loaded_log_entries(account, loaded_since):
         log[entry["incident"]["id"]].append(entry)
-    loaded_alerts = kept_alerts(account, alert_policy)
     rows: dict[str, dict] = {}
     for inc_id, inc in loaded_incidents(account, loaded_since).items():
         entries = sorted(log.get(inc_id, []), key=lambda e: (_time(e["created_at"]), e["id"]))  # ties: the id
@@ -232,8 +228,7 @@ def incident_rows(account: Any, alert_policy: str = "resolved", loaded_since: da
         by_user = final["agent"] if by_type == "user" else None
         first_resolve_at = _time(resolves[0]["created_at"]) if resolves else None
         counts = inc.get("alert_counts")
-        alert_count = counts["all"] if isinstance(counts, dict) and isinstance(counts.get("all"), int) \
-            else len(loaded_alerts.get(inc_id, ()))
+        alert_count = counts["all"] if isinstance(counts, dict) and isinstance(counts.get("all"), int) else None
         teams = inc.get("teams") or []
         rows[inc_id] = {
             "incident_id": inc_id, "incident_number": inc["incident_number"], "title": inc["title"],
@@ -334,10 +329,11 @@ def noisy_rows(incidents: Mapping[str, dict]) -> dict[tuple, dict]:
             first_seen[k] = min(first_seen.get(k, order), order)
     out: dict[tuple, dict] = {}
     for key, rows in _grouped(incidents.values(), lambda r: [(r["week_start"], r["service_id"])]).items():
-        alerts = sum(r["alert_count"] for r in rows)
+        known = [r["alert_count"] for r in rows if r["alert_count"] is not None]
         out[key] = {
             "week_start": key[0], "service_id": key[1], "service_name": rows[0]["service_name"],
-            "incidents": len(rows), "alerts": alerts, "alerts_per_incident": alerts / len(rows),
+            "incidents": len(rows), "alerts": sum(known) if known else None,
+            "alerts_per_incident": sum(known) / len(known) if known else None,
             "resolved_within_5m": sum(1 for r in rows if not r["is_merged"] and r["status"] == "resolved"
                                       and r["seconds_to_resolve"] is not None and r["seconds_to_resolve"] <= 300),
             "repeated_key_incidents": sum(1 for r in rows if r["incident_key"] is not None and first_seen[
@@ -346,11 +342,11 @@ def noisy_rows(incidents: Mapping[str, dict]) -> dict[tuple, dict]:
     return out
 
 
-def expected_views(account: Any, hours: WorkingHours = WorkingHours(), alert_policy: str = "resolved",
+def expected_views(account: Any, hours: WorkingHours = WorkingHours(),
                    loaded_since: datetime | None = None) -> dict:
     """Every view of the spec: view name -> key -> row (see the module's docstring), over what loads covering
     [loaded_since, now) stored (everything when None)."""
-    incidents = incident_rows(account, alert_policy, loaded_since)
+    incidents = incident_rows(account, loaded_since)
     by_week = _grouped(incidents.values(), lambda r: [r["week_start"]])
     by_service = _grouped(incidents.values(), lambda r: [(r["week_start"], r["service_id"])])
     by_team = _grouped(incidents.values(), lambda r: [(r["week_start"], t) for t in dict.fromkeys(r["team_ids"])])

@@ -128,7 +128,11 @@ ALERTS = Table("alerts", (
 DATA_TABLES: tuple[Table, ...] = (*DIMENSION_TABLES.values(), INCIDENTS, INCIDENT_ASSIGNMENTS, INCIDENT_TEAMS,
                                   LOG_ENTRIES, NOTES, ALERTS)
 # Columns a migration adds beside a table's loaded columns (the catalog test expects them too).
-EXTRA_COLUMNS = {"log_entries": (NOTE_FETCHED_AT,)}
+# Columns PostgreSQL computes from an incident's raw document for the analytics views (migration 6; generated,
+# never written by the loader).
+INCIDENT_GENERATED_COLUMNS = (Column("alert_count", "integer"), Column("is_merged", "boolean"),
+                              Column("merged_into_incident_id", "text"))
+EXTRA_COLUMNS = {"log_entries": (NOTE_FETCHED_AT,), "incidents": INCIDENT_GENERATED_COLUMNS}
 
 # Log entry types that set an incident's status, and the status each sets (used by the status check).
 STATUS_LOG_ENTRIES = {"trigger_log_entry": "triggered", "unacknowledge_log_entry": "triggered",
