@@ -107,6 +107,7 @@ bench: python-env
 	$(PIPENV) run python bench/pipeline_load.py
 	$(PIPENV) run python bench/step3_scaling.py
 	$(PIPENV) run python bench/api_pace.py
+	$(PIPENV) run python bench/analytics_views.py
 
 clean:
 	rm -rf cdktf.out .build .pytest_cache
