@@ -37,6 +37,7 @@ for _path in (ROOT, ROOT / "layer" / "python"):  # the layer package, as tools.l
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from pagerduty_pipeline import analytics  # noqa: E402
 from pagerduty_pipeline.migrations import MIGRATIONS  # noqa: E402
 from tests.support.lambda_runtime import Database  # noqa: E402
 
@@ -78,10 +79,7 @@ class ReportError(Exception):
 # ---------------------------------------------------------------------------------------------
 def analytics_migration() -> tuple[int, str]:
     """The migration that creates the views, found in the layer's list so that the refusal names the right one."""
-    for version, name, statements in MIGRATIONS:
-        if any("analytics.account_weekly" in str(sql) for sql in statements):
-            return version, name
-    return len(MIGRATIONS) + 1, "analytics views"  # a layer older than the views: the next one
+    return next((version, name) for version, name, statements in MIGRATIONS if statements is analytics.MIGRATION_6)
 
 
 def check_analytics(conn: Any) -> None:

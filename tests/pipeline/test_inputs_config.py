@@ -95,6 +95,11 @@ def test_plain_string_token_secret_and_bad_db_secret(env, db, server, secrets_ar
     assert r["success"] is False and r["error"] == "secret_error" and "ResourceNotFoundException" in r["message"]
 
 
+def end_the_running_run(db) -> None:
+    """Let the next start claim a run: the one step 1 left running ends as steps 2 and 3 would end it."""
+    db.run("UPDATE pagerduty.pipeline_runs SET status = 'succeeded', finished_at = now() WHERE status = 'running'")
+
+
 def working_hours(db) -> list:
     return db.run("SELECT working_days, day_starts::text, day_ends::text, default_time_zone, updated_at "
                   "FROM analytics.working_hours")
@@ -110,10 +115,10 @@ def test_step1_writes_the_working_hours_setting_and_refuses_a_bad_one_changing_n
     assert r["success"], r
     written = working_hours(db)
     assert [row[:4] for row in written] == [[[1, 2, 3, 4], "08:30:00", "18:00:00", "Asia/Tokyo"]]
-    db.run("UPDATE pagerduty.pipeline_runs SET status = 'succeeded', finished_at = now() WHERE status = 'running'")
+    end_the_running_run(db)
     assert steps.start_run(envelope(inp, name="wh-2"), env={**env, "ANALYTICS_WORKING_HOURS": hours})["success"]
     assert working_hours(db) == written  # not rewritten: updated_at kept
-    db.run("UPDATE pagerduty.pipeline_runs SET status = 'succeeded', finished_at = now() WHERE status = 'running'")
+    end_the_running_run(db)
     for bad, fragment in (('{"default_time_zone":"Mars/Olympus_Mons"}', "not a time zone this PostgreSQL knows"),
                           ('{"day_starts":"18:00","day_ends":"08:00"}', "day_starts must be earlier than day_ends"),
                           ('{"working_days":[0]}', "ISO weekdays"), ("not json", "is not JSON")):
